@@ -1,0 +1,512 @@
+"""Parse raw RFC 5322 bytes into a ``ParsedMessage``: once, on bytes, never raising for mess.
+
+Real mail is broken in every way a standard allows and some it does not: wrong or
+invented charsets, 8-bit bytes in headers, lost MIME boundaries, bad base64. A helpdesk
+cannot answer "your mail was malformed" to a customer, so every such problem degrades to
+the best reading we can make and leaves a human-readable note in ``defects``. Only input
+that is not a message at all (no headers) raises ``UnparseableMessage``, so the caller
+keeps it in quarantine.
+
+Headers are read from the parser's raw values and decoded here (RFC 2047, 8-bit repair)
+rather than through ``policy.default``'s header objects: it is faster, and those objects
+can raise on headers broken in ways we must tolerate.
+
+Error tree::
+
+    UnparseableMessage   not a message (empty, no headers): quarantine the raw bytes
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.quoprimime import header_decode
+from email.utils import getaddresses, parsedate_to_datetime
+from functools import cached_property
+
+from inbound.html import html_to_text, sanitize_html
+
+_PARSER = BytesParser(policy=policy.default)
+_MAX_DEPTH = 30  # MIME nesting deeper than this is an attack or a bug, not a mail
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_SPACE_BETWEEN_WORDS = re.compile(r"(\?=)\s+(?==\?)")
+_FOLD = re.compile(r"\r?\n(?=[ \t])|\r?\n$")
+_ID = re.compile(r"<([^<>\s]+)>")
+_C1 = re.compile(r"[\x80-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\udc80-\udcff]")
+_BOUNDARY_LINE = re.compile(rb"^--([^\s-][^\r\n]{0,69}?)\s*$", re.M)
+
+# Header names whose presence shows the bytes are meant as a message.
+_MESSAGE_HEADERS = frozenset(
+    {
+        "from", "sender", "to", "cc", "subject", "date", "message-id", "received",
+        "return-path", "mime-version", "content-type", "reply-to", "in-reply-to",
+        "references", "delivered-to",
+    }
+)
+_SINGLE_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "in-reply-to")
+# Labels that mean "latin-1" but are nearly always Windows-1252 in practice (WHATWG).
+_LATIN1_LABELS = frozenset({"iso-8859-1", "iso8859-1", "latin-1", "latin1", "us-ascii", "ascii"})
+
+
+class UnparseableMessage(Exception):
+    """The bytes are not a mail message at all; keep them raw in quarantine."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Address:
+    """A mailbox: display name (decoded) and lower-cased address; either may be missing."""
+
+    name: str | None
+    email: str | None
+
+
+@dataclass(eq=False)
+class Attachment:
+    """A file carried by the message. ``filename`` is display data only, never a path."""
+
+    filename: str | None
+    content_type: str
+    size: int
+    sha256: str
+    data: bytes = field(repr=False)
+    inline: bool = False
+    content_id: str | None = None
+
+
+@dataclass(eq=False)
+class ParsedMessage:
+    """What inbound steps need from one message; ``message`` is the parsed original.
+
+    ``headers`` maps each lower-cased header name to its first value, unfolded and with
+    8-bit bytes repaired but not RFC 2047 decoded (use ``header()`` for that).
+    ``rfc822_parts`` are attached messages (forwards, a bounce's original);
+    ``delivery_status`` and ``rfc822_headers`` are the machine parts of delivery reports.
+    """
+
+    message: EmailMessage = field(repr=False)
+    headers: dict[str, str] = field(repr=False)
+    from_: Address
+    to: list[str]
+    cc: list[str]
+    reply_to: list[str]
+    subject: str
+    date: datetime | None
+    message_id: str | None
+    in_reply_to: list[str]
+    references: list[str]
+    text: str
+    attachments: list[Attachment]
+    content_type: str = "text/plain"
+    rfc822_parts: list[EmailMessage] = field(default_factory=list, repr=False)
+    delivery_status: list[EmailMessage | str] = field(default_factory=list, repr=False)
+    rfc822_headers: list[str] = field(default_factory=list, repr=False)
+    defects: list[str] = field(default_factory=list)
+    unsafe_html: str | None = field(default=None, repr=False)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name``, RFC 2047 decoded, or None when absent."""
+        raw = self.headers.get(name.lower())
+        return None if raw is None else decode_words(raw, [])
+
+    @cached_property
+    def html(self) -> str | None:
+        """The HTML body sanitized for display (computed on first use: nh3 is not free)."""
+        return None if self.unsafe_html is None else sanitize_html(self.unsafe_html)
+
+    @cached_property
+    def reply_text(self) -> str:
+        """Only the new text of the message: quoted history and signature cut."""
+        from inbound.quotes import cut_reply
+
+        return cut_reply(self.text)
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse raw RFC 5322 bytes. Raises ``UnparseableMessage`` only for non-messages."""
+    if not raw or not raw.strip():
+        raise UnparseableMessage("empty input")
+    try:
+        message = _PARSER.parsebytes(raw)
+    except Exception as exc:  # the stdlib parser is meant never to raise; be sure
+        raise UnparseableMessage(f"the MIME parser failed: {type(exc).__name__}") from exc
+    names = {name.lower() for name, _ in message.raw_items()}
+    if not names & _MESSAGE_HEADERS:
+        raise UnparseableMessage("no message headers found")
+    try:
+        return parse_email_message(message)
+    except (RecursionError, MemoryError) as exc:
+        raise UnparseableMessage(f"message too deeply nested: {type(exc).__name__}") from exc
+
+
+def parse_email_message(message: EmailMessage) -> ParsedMessage:
+    """Extract a ``ParsedMessage`` from an already parsed message (an attached one too)."""
+    defects: list[str] = []
+    headers: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    addresses: dict[str, list[str]] = {}
+    for name, value in message.raw_items():
+        key = name.lower()
+        value = _unfold(str(value))
+        if _SURROGATE.search(value):
+            value = _repair_8bit(value, name, defects)
+        counts[key] = counts.get(key, 0) + 1
+        headers.setdefault(key, value)
+        if key in ("to", "cc", "reply-to"):  # several To: lines all count
+            addresses.setdefault(key, []).append(value)
+    for key in _SINGLE_HEADERS:
+        if counts.get(key, 0) > 1:
+            defects.append(f"{counts[key]} {key.title()} headers; the first was used")
+
+    sender = _first_address(headers.get("from") or headers.get("sender"), defects)
+    if "from" not in headers:
+        defects.append("missing From header")
+    if "message-id" not in headers:
+        defects.append("missing Message-ID header")
+    ids = _ids(headers.get("message-id", ""))
+    body = _Body(defects)
+    body.collect(message)
+    text = "\n\n".join(t for t in body.texts if t.strip())
+    if not body.texts and body.htmls:
+        text = html_to_text("\n".join(body.htmls))
+    return ParsedMessage(
+        message=message,
+        headers=headers,
+        from_=sender,
+        to=_address_list(addresses.get("to", []), defects),
+        cc=_address_list(addresses.get("cc", []), defects),
+        reply_to=_address_list(addresses.get("reply-to", []), defects),
+        subject=decode_words(headers.get("subject", ""), defects).strip(),
+        date=_date(headers.get("date"), defects),
+        message_id=ids[0] if ids else (headers.get("message-id", "").strip(" <>") or None),
+        in_reply_to=_ids(headers.get("in-reply-to", "")),
+        references=_ids(headers.get("references", "")),
+        text=text,
+        attachments=body.attachments,
+        content_type=body.root_type,
+        rfc822_parts=body.rfc822_parts,
+        delivery_status=body.delivery_status,
+        rfc822_headers=body.rfc822_headers,
+        defects=defects,
+        unsafe_html="\n".join(body.htmls) if body.htmls else None,
+    )
+
+
+class _Body:
+    """One walk over the MIME tree, sorting parts into text, HTML, files and reports.
+
+    The walk does not enter attached messages: their text is the forwarded mail's, not
+    this one's, and they are kept whole in ``rfc822_parts``.
+    """
+
+    def __init__(self, defects: list[str]) -> None:
+        self.defects = defects
+        self.texts: list[str] = []
+        self.htmls: list[str] = []
+        self.attachments: list[Attachment] = []
+        self.rfc822_parts: list[EmailMessage] = []
+        self.delivery_status: list[EmailMessage | str] = []
+        self.rfc822_headers: list[str] = []
+        self.root_type = "text/plain"
+        self._seen: set[int] = set()
+
+    def collect(self, message: EmailMessage) -> None:
+        self.root_type = _content_type(message, self.defects)
+        self._note_defects(message, "message")
+        stack: list[tuple[EmailMessage, int]] = [(message, 0)]
+        index = 0
+        while stack:
+            part, depth = stack.pop()
+            index += 1
+            ctype = self.root_type if index == 1 else _content_type(part, self.defects)
+            try:
+                self._visit(part, ctype, depth, index, stack)
+            except Exception as exc:  # one bad part must not lose the rest of the mail
+                self.defects.append(f"part {index} ({ctype}) skipped: {type(exc).__name__}")
+
+    def _visit(
+        self, part: EmailMessage, ctype: str, depth: int, index: int, stack: list
+    ) -> None:
+        if index > 1:
+            self._note_defects(part, f"part {index} ({ctype})")
+        payload = part.get_payload()
+        if ctype in ("message/delivery-status", "message/global-delivery-status"):
+            self.delivery_status.append(part if isinstance(payload, list) else str(payload))
+            return
+        if ctype in ("message/rfc822", "message/global"):
+            if isinstance(payload, list) and payload:
+                self.rfc822_parts.append(payload[0])
+                return
+        elif isinstance(payload, list):
+            if depth >= _MAX_DEPTH:
+                self.defects.append(f"MIME nesting deeper than {_MAX_DEPTH}; rest ignored")
+                return
+            stack.extend((child, depth + 1) for child in reversed(payload))
+            return
+        elif ctype.startswith("multipart/"):
+            repaired = _repair_multipart(part, ctype, self.defects)
+            if repaired is not None:
+                stack.append((repaired, depth + 1))
+                return
+            ctype = "text/plain"
+        if ctype == "text/rfc822-headers":
+            self.rfc822_headers.append(self._decoded_text(part, index))
+            return
+        disposition = _safe(part.get_content_disposition)
+        filename = _safe(part.get_filename)
+        if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
+            text = self._decoded_text(part, index)
+            (self.texts if ctype == "text/plain" else self.htmls).append(text)
+            return
+        self._attachment(part, ctype, disposition, filename, index)
+
+    def _decoded_text(self, part: EmailMessage, index: int) -> str:
+        data = _payload_bytes(part)
+        self._note_defects(part, f"part {index}")
+        charset = _safe(part.get_content_charset)
+        return decode_bytes(data, charset, f"part {index}", self.defects)
+
+    def _attachment(
+        self,
+        part: EmailMessage,
+        ctype: str,
+        disposition: str | None,
+        filename: str | None,
+        index: int,
+    ) -> None:
+        data = _payload_bytes(part)
+        self._note_defects(part, f"part {index} ({ctype})")
+        cid_raw = part.get("content-id") if "content-id" in part else None
+        cid = _ids(str(cid_raw))[:1] if cid_raw else []
+        content_id = cid[0] if cid else (str(cid_raw).strip(" <>") or None if cid_raw else None)
+        self.attachments.append(
+            Attachment(
+                filename=clean_filename(filename),
+                content_type=ctype,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                data=data,
+                inline=disposition == "inline" or (disposition is None and cid_raw is not None),
+                content_id=content_id,
+            )
+        )
+
+    def _note_defects(self, part: EmailMessage, where: str) -> None:
+        """Turn the stdlib's defect objects into sentences, once per defect."""
+        for defect in getattr(part, "defects", None) or ():
+            if id(defect) not in self._seen:
+                self._seen.add(id(defect))
+                self.defects.append(f"{where}: {_describe_defect(defect)}")
+
+
+def decode_bytes(data: bytes, charset: str | None, where: str, defects: list[str]) -> str:
+    """Text from bytes: declared charset, then utf-8, cp1252 and latin-1; never raises.
+
+    A latin-1 label on text holding C1 control bytes means the sender wrote Windows-1252
+    (curly quotes, euro sign, dashes), as the WHATWG encoding standard also assumes.
+    """
+    label = (charset or "").strip().strip('"').lower()
+    if label:
+        try:
+            codec = codecs.lookup(label).name
+        except LookupError:
+            defects.append(f"{where}: unknown charset {label!r}")
+            codec = ""
+    else:
+        codec = ""
+    if codec:
+        try:
+            text = data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            defects.append(f"{where}: text is not valid {label}")
+        else:
+            if label in _LATIN1_LABELS and _C1.search(text):
+                try:
+                    return data.decode("cp1252")
+                except UnicodeDecodeError:
+                    return text
+            return text
+    for fallback in ("utf-8", "cp1252"):
+        try:
+            text = data.decode(fallback)
+        except UnicodeDecodeError:
+            continue
+        if label and fallback != codec:
+            defects.append(f"{where}: decoded as {fallback}")
+        return text
+    defects.append(f"{where}: decoded as latin-1")
+    return data.decode("latin-1", errors="replace")
+
+
+def decode_words(value: str, defects: list[str]) -> str:
+    """Decode RFC 2047 encoded words, tolerating unknown charsets and bad base64."""
+    if "=?" not in value:
+        return value
+    value = _SPACE_BETWEEN_WORDS.sub(r"\1", value)
+
+    def word(match: re.Match[str]) -> str:
+        charset, encoding, encoded = match.groups()
+        charset = charset.split("*", 1)[0]
+        try:
+            if encoding in "bB":
+                encoded += "=" * (-len(encoded) % 4)
+                data = base64.b64decode(encoded)
+            else:
+                data = header_decode(encoded).encode("latin-1", errors="replace")
+        except (binascii.Error, ValueError):
+            defects.append(f"bad encoded word {match.group(0)[:40]!r}")
+            return match.group(0)
+        return decode_bytes(data, charset, "header", defects)
+
+    return _ENCODED_WORD.sub(word, value)
+
+
+def clean_filename(name: str | None) -> str | None:
+    """A filename for display: no directories, no control characters, not empty."""
+    if not name:
+        return None
+    name = decode_words(str(name), [])
+    name = re.split(r"[\\/]", name)[-1]
+    name = _CONTROL.sub("", name).strip().lstrip(".").strip()
+    return name[:255] or None
+
+
+def _unfold(value: str) -> str:
+    return _FOLD.sub("", value).strip()
+
+
+def _repair_8bit(value: str, name: str, defects: list[str]) -> str:
+    """Raw 8-bit header bytes (forbidden, common): utf-8 if they are, else cp1252."""
+    data = value.encode("ascii", "surrogateescape")
+    for codec in ("utf-8", "cp1252"):
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        defects.append(f"header {name} has raw 8-bit bytes (read as {codec})")
+        return text
+    defects.append(f"header {name} has raw 8-bit bytes (read as latin-1)")
+    return data.decode("latin-1")
+
+
+def _first_address(raw: str | None, defects: list[str]) -> Address:
+    if not raw:
+        return Address(None, None)
+    pairs = getaddresses([raw])
+    for name, email in pairs:
+        if "@" in email:
+            return Address(decode_words(name, defects).strip() or None, email.strip().lower())
+    name = decode_words(pairs[0][0] if pairs else raw, defects).strip()
+    defects.append(f"no address in From header {raw[:60]!r}")
+    return Address(name or None, None)
+
+
+def _address_list(values: list[str], defects: list[str]) -> list[str]:
+    result: list[str] = []
+    for _, email in getaddresses(values) if values else []:
+        email = email.strip().lower()
+        if "@" in email and email not in result:
+            result.append(email)
+    return result
+
+
+def _ids(value: str) -> list[str]:
+    found = _ID.findall(value)
+    if found or not value.strip():
+        return found
+    return [token.strip("<>,") for token in value.split() if token.strip("<>,")]
+
+
+def _date(value: str | None, defects: list[str]) -> datetime | None:
+    if not value:
+        defects.append("missing Date header")
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        defects.append(f"unreadable Date header {value[:60]!r}")
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _content_type(part: EmailMessage, defects: list[str]) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:
+        defects.append("unreadable Content-Type; read as text/plain")
+        return "text/plain"
+
+
+def _safe(getter):  # type: ignore[no-untyped-def]
+    """Call a stdlib header accessor that may raise on damaged headers; None if it does."""
+    try:
+        return getter()
+    except Exception:
+        return None
+
+
+def _payload_bytes(part: EmailMessage) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if isinstance(data, bytes):
+        return data
+    payload = part.get_payload()
+    return str(payload).encode("ascii", "surrogateescape") if isinstance(payload, str) else b""
+
+
+def _repair_multipart(
+    part: EmailMessage, ctype: str, defects: list[str]
+) -> EmailMessage | None:
+    """A multipart whose boundary is missing or wrong: guess it from the body's lines."""
+    body = _payload_bytes(part)
+    match = _BOUNDARY_LINE.search(body)
+    if match is None or body.count(b"--" + match.group(1)) < 2:
+        defects.append("multipart body without usable boundary; read as plain text")
+        return None
+    boundary = match.group(1).decode("ascii", "replace")
+    defects.append(f"multipart boundary missing or wrong; guessed {boundary!r}")
+    head = f'Content-Type: {ctype}; boundary="{boundary}"\r\n\r\n'.encode()
+    repaired = _PARSER.parsebytes(head + body)
+    if not isinstance(repaired.get_payload(), list):
+        return None
+    repaired.defects.clear()
+    return repaired
+
+
+_DEFECT_TEXT = {
+    "InvalidBase64CharactersDefect": "invalid characters in base64",
+    "InvalidBase64PaddingDefect": "bad base64 padding",
+    "InvalidBase64LengthDefect": "truncated base64",
+    "NoBoundaryInMultipartDefect": "multipart without a boundary",
+    "StartBoundaryNotFoundDefect": "multipart boundary never found",
+    "CloseBoundaryNotFoundDefect": "multipart end boundary missing",
+    "MissingHeaderBodySeparatorDefect": "no blank line between headers and body",
+    "FirstHeaderLineIsContinuationDefect": "first header line is a continuation",
+    "MisplacedEnvelopeHeaderDefect": "misplaced envelope From line",
+    "MultipartInvariantViolationDefect": "multipart type on a non-multipart body",
+    "InvalidMultipartContentTransferEncodingDefect": "invalid transfer encoding on multipart",
+    "UndecodableBytesDefect": "undecodable bytes",
+}
+
+
+def _describe_defect(defect: object) -> str:
+    name = type(defect).__name__
+    text = _DEFECT_TEXT.get(name) or re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
+    detail = str(defect)
+    return f"{text} ({detail})" if detail and len(detail) < 80 else text

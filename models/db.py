@@ -1,0 +1,82 @@
+"""Engines and sessions for SQLite and PostgreSQL, and ticket-number allocation.
+
+SQLite gets WAL, a busy timeout and foreign keys so that the SMTP door, the IMAP poller
+and the worker can share one file; PostgreSQL gets a real sequence for ticket numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, Integer, Sequence, Table, create_engine, event, insert, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.base import Base
+
+TICKET_SEQUENCE = Sequence("ticket_number_seq", start=1, metadata=Base.metadata)
+# SQLite has no sequences: an AUTOINCREMENT table hands out values that are never reused.
+ticket_counter = Table(
+    "ticket_counter",
+    Base.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    sqlite_autoincrement=True,
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``; creates the directory of a SQLite file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # Let SQLAlchemy, not pysqlite, open transactions, and take the write lock at
+        # BEGIN: two writers then wait on busy_timeout instead of failing to upgrade.
+        @event.listens_for(engine, "connect")
+        def _no_autobegin(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
+    kwargs.setdefault("pool_pre_ping", True)
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
+    return create_engine(url, **kwargs)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def next_sequence_value(session: Session) -> int:
+    """A new, never-reused value for the next ticket number, from the database."""
+    if session.get_bind().dialect.name == "postgresql":
+        return int(session.execute(select(TICKET_SEQUENCE.next_value())).scalar_one())
+    result = session.execute(insert(ticket_counter).returning(ticket_counter.c.id))
+    return int(result.scalar_one())
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table (tests and embedded defaults); production runs migrations."""
+    import models.all  # noqa: F401  (registers every table)
+
+    Base.metadata.create_all(engine)

@@ -1,0 +1,1 @@
+"""Outbound: render notifications from templates/ and send them by email or WhatsApp."""
