@@ -27,9 +27,7 @@ _OOF_PHRASES = (
     r"|auto[-\s]?response|vacaciones|estoy\s+de\s+vacaciones|on\s+vacation|away"
     r"|abwesenheitsnotiz|r[ée]ponse\s+automatique|auto"
 )
-_OOF_SUBJECT = re.compile(
-    r"^\s*(?:(?:re|rv|aw)\s*:\s*)?\[?(?:" + _OOF_PHRASES + r")\]?\s*(?::|-|$)", re.I
-)
+_OOF_SUBJECT = re.compile(r"^\s*(?:(?:re|rv|aw)\s*:\s*)?\[?(?:" + _OOF_PHRASES + r")\]?\s*(?::|-|$)", re.I)
 _OOF_ANYWHERE = re.compile(r"\b(?:" + _OOF_PHRASES + r")\b", re.I)
 _READ_RECEIPT = re.compile(r"^\s*(?:le[íi]do|no le[íi]do|read|not read)\s*:", re.I)
 
@@ -67,9 +65,7 @@ def classify(
     return Classification("message", "written by a person")
 
 
-def _loop_reason(
-    parsed: ParsedMessage, own: set[str], is_own_message_id: Callable[[str], bool]
-) -> str | None:
+def _loop_reason(parsed: ParsedMessage, own: set[str], is_own_message_id: Callable[[str], bool]) -> str | None:
     """Our own mail coming back: our Message-ID, or sent from our own inbox address.
 
     In-Reply-To and References are deliberately not looked at: a customer's reply

@@ -22,6 +22,7 @@ import base64
 import binascii
 import codecs
 import hashlib
+import quopri
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.quoprimime import header_decode
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import decode_params, getaddresses, parsedate_to_datetime
 from functools import cached_property
 
 from inbound.html import html_to_text, sanitize_html
@@ -44,14 +45,28 @@ _ID = re.compile(r"<([^<>\s]+)>")
 _C1 = re.compile(r"[\x80-\x9f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\udc80-\udcff]")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]")
+_PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 _BOUNDARY_LINE = re.compile(rb"^--([^\s-][^\r\n]{0,69}?)\s*$", re.M)
 
 # Header names whose presence shows the bytes are meant as a message.
 _MESSAGE_HEADERS = frozenset(
     {
-        "from", "sender", "to", "cc", "subject", "date", "message-id", "received",
-        "return-path", "mime-version", "content-type", "reply-to", "in-reply-to",
-        "references", "delivered-to",
+        "from",
+        "sender",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "received",
+        "return-path",
+        "mime-version",
+        "content-type",
+        "reply-to",
+        "in-reply-to",
+        "references",
+        "delivered-to",
     }
 )
 _SINGLE_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "in-reply-to")
@@ -225,25 +240,30 @@ class _Body:
         self._seen: set[int] = set()
 
     def collect(self, message: EmailMessage) -> None:
-        self.root_type = _content_type(message, self.defects)
         self._note_defects(message, "message")
         stack: list[tuple[EmailMessage, int]] = [(message, 0)]
         index = 0
         while stack:
             part, depth = stack.pop()
             index += 1
-            ctype = self.root_type if index == 1 else _content_type(part, self.defects)
             try:
-                self._visit(part, ctype, depth, index, stack)
+                mime = _mime(part, self.defects)
+            except Exception:  # a header too broken even to split: read as plain text
+                self.defects.append(f"part {index}: unreadable MIME headers")
+                mime = _Mime("text/plain", {}, None, None, "", None)
+            if index == 1:
+                self.root_type = mime.ctype
+            try:
+                self._visit(part, mime, depth, index, stack)
             except Exception as exc:  # one bad part must not lose the rest of the mail
-                self.defects.append(f"part {index} ({ctype}) skipped: {type(exc).__name__}")
+                self.defects.append(f"part {index} ({mime.ctype}) skipped: {type(exc).__name__}")
 
-    def _visit(
-        self, part: EmailMessage, ctype: str, depth: int, index: int, stack: list
-    ) -> None:
+    def _visit(self, part: EmailMessage, mime: _Mime, depth: int, index: int, stack: list) -> None:
+        ctype = mime.ctype
+        where = "body" if index == 1 else f"part {index} ({ctype})"
         if index > 1:
-            self._note_defects(part, f"part {index} ({ctype})")
-        payload = part.get_payload()
+            self._note_defects(part, where)
+        payload = _raw_payload(part)
         if ctype in ("message/delivery-status", "message/global-delivery-status"):
             self.delivery_status.append(part if isinstance(payload, list) else str(payload))
             return
@@ -258,50 +278,28 @@ class _Body:
             stack.extend((child, depth + 1) for child in reversed(payload))
             return
         elif ctype.startswith("multipart/"):
-            repaired = _repair_multipart(part, ctype, self.defects)
+            repaired = _repair_multipart(part, ctype, mime.cte, self.defects)
             if repaired is not None:
                 stack.append((repaired, depth + 1))
                 return
             ctype = "text/plain"
+        data = _payload_bytes(part, mime.cte, where, self.defects)
         if ctype == "text/rfc822-headers":
-            self.rfc822_headers.append(self._decoded_text(part, index))
+            self.rfc822_headers.append(decode_bytes(data, mime.params.get("charset"), where, []))
             return
-        disposition = _safe(part.get_content_disposition)
-        filename = _safe(part.get_filename)
-        if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
-            text = self._decoded_text(part, index)
+        if ctype in ("text/plain", "text/html") and mime.disposition != "attachment" and not mime.filename:
+            text = decode_bytes(data, mime.params.get("charset"), where, self.defects)
             (self.texts if ctype == "text/plain" else self.htmls).append(text)
             return
-        self._attachment(part, ctype, disposition, filename, index)
-
-    def _decoded_text(self, part: EmailMessage, index: int) -> str:
-        data = _payload_bytes(part)
-        self._note_defects(part, f"part {index}")
-        charset = _safe(part.get_content_charset)
-        return decode_bytes(data, charset, f"part {index}", self.defects)
-
-    def _attachment(
-        self,
-        part: EmailMessage,
-        ctype: str,
-        disposition: str | None,
-        filename: str | None,
-        index: int,
-    ) -> None:
-        data = _payload_bytes(part)
-        self._note_defects(part, f"part {index} ({ctype})")
-        cid_raw = part.get("content-id") if "content-id" in part else None
-        cid = _ids(str(cid_raw))[:1] if cid_raw else []
-        content_id = cid[0] if cid else (str(cid_raw).strip(" <>") or None if cid_raw else None)
         self.attachments.append(
             Attachment(
-                filename=clean_filename(filename),
+                filename=clean_filename(mime.filename),
                 content_type=ctype,
                 size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
                 data=data,
-                inline=disposition == "inline" or (disposition is None and cid_raw is not None),
-                content_id=content_id,
+                inline=mime.disposition == "inline" or (mime.disposition is None and mime.content_id is not None),
+                content_id=mime.content_id,
             )
         )
 
@@ -322,23 +320,28 @@ def decode_bytes(data: bytes, charset: str | None, where: str, defects: list[str
     label = (charset or "").strip().strip('"').lower()
     if label:
         try:
-            codec = codecs.lookup(label).name
-        except LookupError:
-            defects.append(f"{where}: unknown charset {label!r}")
+            info = codecs.lookup(label)
+        except (LookupError, ValueError):
+            info = None
+        if info is None or not getattr(info, "_is_text_encoding", True):
+            defects.append(f"{where}: unknown charset {label[:40]!r}")
             codec = ""
+        else:
+            codec = info.name
     else:
         codec = ""
     if codec:
         try:
             text = data.decode(codec)
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError, ValueError):  # idna & co raise UnicodeError
             defects.append(f"{where}: text is not valid {label}")
         else:
             if label in _LATIN1_LABELS and _C1.search(text):
                 try:
-                    return data.decode("cp1252")
+                    text = data.decode("cp1252")
                 except UnicodeDecodeError:
                     return text
+                defects.append(f"{where}: labelled {label} but written in windows-1252")
             return text
     for fallback in ("utf-8", "cp1252"):
         try:
@@ -443,14 +446,6 @@ def _date(value: str | None, defects: list[str]) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _content_type(part: EmailMessage, defects: list[str]) -> str:
-    try:
-        return part.get_content_type()
-    except Exception:
-        defects.append("unreadable Content-Type; read as text/plain")
-        return "text/plain"
-
-
 def _safe(getter):  # type: ignore[no-untyped-def]
     """Call a stdlib header accessor that may raise on damaged headers; None if it does."""
     try:
@@ -459,27 +454,14 @@ def _safe(getter):  # type: ignore[no-untyped-def]
         return None
 
 
-def _payload_bytes(part: EmailMessage) -> bytes:
-    try:
-        data = part.get_payload(decode=True)
-    except Exception:
-        data = None
-    if isinstance(data, bytes):
-        return data
-    payload = part.get_payload()
-    return str(payload).encode("ascii", "surrogateescape") if isinstance(payload, str) else b""
-
-
-def _repair_multipart(
-    part: EmailMessage, ctype: str, defects: list[str]
-) -> EmailMessage | None:
+def _repair_multipart(part: EmailMessage, ctype: str, cte: str, defects: list[str]) -> EmailMessage | None:
     """A multipart whose boundary is missing or wrong: guess it from the body's lines."""
-    body = _payload_bytes(part)
+    body = _payload_bytes(part, cte, "multipart body", defects)
     match = _BOUNDARY_LINE.search(body)
     if match is None or body.count(b"--" + match.group(1)) < 2:
         defects.append("multipart body without usable boundary; read as plain text")
         return None
-    boundary = match.group(1).decode("ascii", "replace")
+    boundary = match.group(1).decode("ascii", "replace").replace('"', "")
     defects.append(f"multipart boundary missing or wrong; guessed {boundary!r}")
     head = f'Content-Type: {ctype}; boundary="{boundary}"\r\n\r\n'.encode()
     repaired = _PARSER.parsebytes(head + body)
@@ -487,6 +469,113 @@ def _repair_multipart(
         return None
     repaired.defects.clear()
     return repaired
+
+
+@dataclass(frozen=True)
+class _Mime:
+    """A part's MIME headers read from raw values (the header registry is slow here)."""
+
+    ctype: str
+    params: dict[str, str]
+    disposition: str | None
+    filename: str | None
+    cte: str
+    content_id: str | None
+
+
+def _mime(part: EmailMessage, defects: list[str]) -> _Mime:
+    raw: dict[str, str] = {}
+    for name, value in part.raw_items():
+        key = name.lower()
+        if key.startswith("content-") and key not in raw:
+            raw[key] = _unfold(str(value))
+    value, params = _split_params(raw.get("content-type"), defects)
+    ctype = value.lower()
+    if ctype.count("/") != 1 or not all(ctype.split("/")):
+        if value:
+            defects.append(f"unreadable Content-Type {value[:40]!r}; read as text/plain")
+        ctype = part.get_default_type() if not value else "text/plain"
+    disposition, disp_params = _split_params(raw.get("content-disposition"), defects)
+    filename = disp_params.get("filename") or params.get("name")
+    cid = raw.get("content-id")
+    cids = _ID.findall(cid) if cid else []
+    return _Mime(
+        ctype=ctype,
+        params=params,
+        disposition=disposition.lower() or None,
+        filename=filename,
+        cte=raw.get("content-transfer-encoding", "").strip().lower(),
+        content_id=cids[0] if cids else (cid.strip(" <>") or None if cid else None),
+    )
+
+
+def _split_params(value: str | None, defects: list[str]) -> tuple[str, dict[str, str]]:
+    """``text/plain; charset="x"`` into its value and parameters, RFC 2231 decoded."""
+    if not value:
+        return "", {}
+    main, _, rest = value.partition(";")
+    pairs = [(name.lower(), v) for name, v in _PARAM.findall(";" + rest)]
+    if not any("*" in name for name, _ in pairs):
+        return main.strip(), {n: _unquote(v) for n, v in reversed(pairs)}
+    try:
+        decoded = decode_params([("", "")] + pairs)[1:]
+    except (TypeError, ValueError):  # mixed numbered and unnumbered continuations
+        defects.append("broken RFC 2231 parameters")
+        return main.strip(), {n.rstrip("*"): _unquote(v) for n, v in reversed(pairs)}
+    params: dict[str, str] = {}
+    for name, v in decoded:
+        if isinstance(v, tuple):
+            charset, _, text = v
+            data = bytes(_unquote(text), "raw-unicode-escape")
+            params.setdefault(name, decode_bytes(data, charset or "us-ascii", "parameter", defects))
+        else:
+            params.setdefault(name, _unquote(v))
+    return main.strip(), params
+
+
+def _raw_payload(part: EmailMessage) -> str | list | None:
+    """The payload as the parser stored it: 8-bit bytes still surrogate-escaped.
+
+    ``get_payload()`` would decode an 8-bit body with its declared charset, lossily and
+    before we can choose a better one, so the stored attribute is read directly.
+    """
+    return getattr(part, "_payload", None)
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def _payload_bytes(part: EmailMessage, cte: str, where: str, defects: list[str]) -> bytes:
+    """The decoded body of a leaf part, tolerating bad base64 and quoted-printable."""
+    payload = _raw_payload(part)
+    if not isinstance(payload, str):
+        return b""
+    data = payload.encode("utf-8", "surrogateescape")
+    if cte == "base64":
+        compact = b"".join(data.split())
+        cleaned = _NOT_BASE64.sub(b"", compact)
+        if cleaned != compact:
+            defects.append(f"{where}: invalid characters in base64")
+        if len(cleaned) % 4:
+            defects.append(f"{where}: bad base64 padding")
+        body = cleaned.replace(b"=", b"")
+        if len(body) % 4 == 1:  # a lone last character carries no whole byte
+            body = body[:-1]
+        try:
+            return binascii.a2b_base64(body + b"=" * (-len(body) % 4))
+        except binascii.Error:
+            defects.append(f"{where}: undecodable base64")
+            return b""
+    if cte == "quoted-printable":
+        return quopri.decodestring(data)
+    if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
+        decoded = _safe(lambda: part.get_payload(decode=True))
+        return decoded if isinstance(decoded, bytes) else data
+    return data
 
 
 _DEFECT_TEXT = {

@@ -29,9 +29,7 @@ _SEPARATOR = re.compile(
     re.I,
 )
 _OUTLOOK_FROM = re.compile(r"^\s*\*?(?:de|from)\s*:\*?\s*\S", re.I)
-_OUTLOOK_FIELD = re.compile(
-    r"^\s*\*?(?:enviado(?: el)?|sent|fecha|date|para|to|asunto|subject|cc)\s*:\*?", re.I
-)
+_OUTLOOK_FIELD = re.compile(r"^\s*\*?(?:enviado(?: el)?|sent|fecha|date|para|to|asunto|subject|cc)\s*:\*?", re.I)
 _UNDERSCORES = re.compile(r"^\s*_{10,}\s*$")
 _SIGNATURE = re.compile(r"^--\s*$")
 _MOBILE = re.compile(

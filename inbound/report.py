@@ -93,8 +93,7 @@ def _fill(
     if result.bounce is not None:
         report["bounce"] = {
             "recipients": [
-                {"email": r.email, "status": r.status, "permanent": r.permanent}
-                for r in result.bounce.recipients
+                {"email": r.email, "status": r.status, "permanent": r.permanent} for r in result.bounce.recipients
             ]
         }
     forwarded = find_forward(parsed) if result.kind == "message" else None

@@ -38,12 +38,10 @@ from jinja2 import (
     StrictUndefined,
     Template,
     TemplateNotFound,
+    meta,
     pass_context,
-    pass_eval_context,
 )
-from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
-from markupsafe import Markup, escape
 
 from outbound import formatting
 from outbound.context import NotificationContext
@@ -65,6 +63,9 @@ NOTICE_KEYS = (
 
 CONTACT_KEYS = frozenset({"optout_confirm", "optin_confirm"})
 """Notices about the contact, not a ticket: the only ones that may have no ticket."""
+
+REQUIRED_FIELDS = {"reply": "staff_text", "survey": "survey"}
+"""Context fields without which a notice makes no sense (checked before rendering)."""
 
 LAYOUTS = {
     "email_html": "layouts/email_html.j2",
@@ -152,80 +153,6 @@ def _autoescape(name: str | None) -> bool:
     return bool(name) and name.startswith("html:")
 
 
-# ---------------------------------------------------------------------------------------
-# Filters and helpers that depend on the output, not on the data.
-
-_P_STYLE = {
-    "normal": "margin:0 0 16px 0;font-family:Arial,Helvetica,sans-serif;font-size:15px;"
-    "line-height:22px;color:#1f2937;",
-    "small": "margin:0 0 8px 0;font-family:Arial,Helvetica,sans-serif;font-size:12px;"
-    "line-height:18px;color:#6b7280;",
-}
-# A chunk that starts with a block element is already laid out; inline ones get a <p>.
-_BLOCK_CHUNK = re.compile(r"<(?!(?:strong|b|em|i|a|span|br)\b)[a-zA-Z]")
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
-
-
-@pass_eval_context
-def _paragraphs(eval_ctx: EvalContext, value: Any, size: str = "normal") -> str:
-    """Blank lines separate paragraphs; in HTML each becomes an inline-styled ``<p>`` and
-    single newlines become ``<br>``. Whitespace left by conditionals is tidied away."""
-    html = eval_ctx.autoescape
-    if html and not isinstance(value, Markup):
-        value = escape(value)
-    chunks = []
-    for chunk in _PARAGRAPH_BREAK.split(str(value)):
-        lines = [line.rstrip() for line in chunk.strip("\n").splitlines()]
-        if any(lines):
-            chunks.append(lines)
-    if not html:
-        return "\n\n".join("\n".join(lines) for lines in chunks)
-    out = []
-    for lines in chunks:
-        joined = "\n".join(lines).strip()
-        if _BLOCK_CHUNK.match(joined):
-            out.append(joined)
-        else:
-            body = "<br>\n".join(line.strip() for line in lines if line.strip())
-            out.append(f'<p style="{_P_STYLE[size]}">{body}</p>')
-    return Markup("\n".join(out))
-
-
-@pass_context
-def _bold(context: Context, value: Any) -> str:
-    """Emphasis in the output's own terms: ``<strong>``, WhatsApp ``*x*``, or plain."""
-    text = str(value).strip()
-    if context.eval_ctx.autoescape:
-        return Markup("<strong>%s</strong>") % text
-    if context.get("channel") == "whatsapp" and text:
-        return f"*{text}*"
-    return text
-
-
-def _clip(value: Any, limit: int) -> str:
-    """``value`` cut to ``limit`` characters at a word boundary, with an ellipsis."""
-    text = str(value).strip()
-    if len(text) <= limit:
-        return text
-    head = text[: limit - 1]
-    if " " in head[limit // 2 :]:
-        head = head.rsplit(" ", 1)[0]
-    return head.rstrip(" ,.;:\n") + "…"
-
-
-@pass_context
-def _short(context: Context, value: Any, limit: int) -> str:
-    """Clip free text to ``limit`` characters on WhatsApp only; email shows it whole."""
-    if context.get("channel") == "whatsapp":
-        return _clip(value, limit)
-    return value
-
-
-def _oneline(value: Any) -> str:
-    """Collapse newlines and runs of spaces: for subjects and one-line labels."""
-    return " ".join(str(value).split())
-
-
 class Renderer:
     """Renders notifications; one instance per process (templates compile once).
 
@@ -286,11 +213,11 @@ class Renderer:
             date_short=date_short,
             time=time,
             datetime_long=datetime_long,
-            paragraphs=_paragraphs,
-            short=_short,
-            oneline=_oneline,
+            paragraphs=formatting.paragraphs,
+            short=formatting.short,
+            oneline=formatting.oneline,
         )
-        self.env.globals["b"] = _bold
+        self.env.globals["b"] = formatting.bold
 
     # -- public API -------------------------------------------------------------------
 
@@ -306,11 +233,11 @@ class Renderer:
         path = self._path(ctx)
         text_template = self.env.get_template(f"text:{path}")
         values = self._values(ctx, channel="email", html=False, layout=LAYOUTS["email_text"])
-        headline = _oneline(self._block(text_template, "subject", values))
-        subject = _oneline(
+        headline = formatting.oneline(self._block(text_template, "subject", values))
+        subject = formatting.oneline(
             self.env.get_template(f"text:{SUBJECT_TEMPLATE}").render(values, headline=headline)
         )
-        text = _tidy(text_template.render(values))
+        text = formatting.tidy(text_template.render(values))
         html_values = self._values(ctx, channel="email", html=True, layout=LAYOUTS["email_html"])
         html = self.env.get_template(f"html:{path}").render(html_values).strip() + "\n"
         return RenderedEmail(subject=subject, text=text, html=html)
@@ -320,24 +247,23 @@ class Renderer:
         template = self.env.get_template(f"text:{self._path(ctx)}")
         text = ""
         for limit in _WHATSAPP_ITEM_LIMITS:
-            values = self._values(
-                ctx, channel="whatsapp", html=False, layout=LAYOUTS["whatsapp"], item_limit=limit
-            )
-            text = _tidy(template.render(values))
+            values = self._values(ctx, channel="whatsapp", html=False, layout=LAYOUTS["whatsapp"], item_limit=limit)
+            text = formatting.tidy(template.render(values))
             if len(text) < WHATSAPP_LIMIT:
                 return text
-        return _cut(text, WHATSAPP_LIMIT - 1)
+        return formatting.cut_paragraphs(text, WHATSAPP_LIMIT - 1)
 
     # -- internals --------------------------------------------------------------------
 
     def _path(self, ctx: NotificationContext) -> str:
         path = template_file(ctx.template)
         if not (self.templates_dir / path).is_file():
-            raise MissingTemplate(
-                f"no template for {ctx.template!r}: expected {self.templates_dir / path}"
-            )
+            raise MissingTemplate(f"no template for {ctx.template!r}: expected {self.templates_dir / path}")
         if ctx.ticket is None and ctx.template not in CONTACT_KEYS:
             raise ValueError(f"template {ctx.template!r} needs a ticket")
+        required = REQUIRED_FIELDS.get(ctx.template)
+        if required and not getattr(ctx, required):
+            raise ValueError(f"template {ctx.template!r} needs {required}")
         return path
 
     def _values(
@@ -361,26 +287,6 @@ class Renderer:
         return "".join(template.blocks[name](context))
 
 
-def _tidy(text: str) -> str:
-    """Trailing spaces off, at most one blank line in a row, one final newline."""
-    lines = [line.rstrip() for line in text.strip().splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
-
-
-def _cut(text: str, limit: int) -> str:
-    """Last resort: keep whole paragraphs up to ``limit`` characters, then an ellipsis."""
-    kept: list[str] = []
-    size = 2
-    for paragraph in text.split("\n\n"):
-        if size + len(paragraph) + 2 > limit:
-            break
-        kept.append(paragraph)
-        size += len(paragraph) + 2
-    if not kept:
-        return text[: limit - 2].rstrip() + "…\n"
-    return "\n\n".join(kept) + "\n…\n"
-
-
 def iter_template_files(templates_dir: Path | None = None) -> Iterator[str]:
     """Every template file (relative, ``/``-separated), for the orphan check."""
     root = Path(templates_dir) if templates_dir else TEMPLATES_DIR
@@ -390,8 +296,6 @@ def iter_template_files(templates_dir: Path | None = None) -> Iterator[str]:
 
 def referenced_templates(renderer: Renderer, roots: Iterable[str]) -> set[str]:
     """The files reachable from ``roots`` through extends/include/import (static names)."""
-    from jinja2 import meta
-
     seen: set[str] = set()
     todo = list(roots)
     while todo:

@@ -148,3 +148,6 @@ def redis_namespace() -> Iterator[str]:
 @pytest.fixture
 def redis_url() -> str:
     return REDIS_URL
+
+
+from tests.support.fixtures import *  # noqa: E402,F401,F403  (smtp_sink, dovecot, twilio_server, ...)

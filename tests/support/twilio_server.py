@@ -19,6 +19,8 @@ scheme and host of ``https://*.twilio.com`` URLs for the local base URL (this mo
 ``LocalTwilioHttpClient``, about fifteen lines; production code should carry its own
 copy behind the ``TWILIO_API_BASE`` setting, not import from ``tests``)::
 
+    from urllib.parse import urlsplit
+
     from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
 
@@ -31,7 +33,8 @@ copy behind the ``TWILIO_API_BASE`` setting, not import from ``tests``)::
 
         def request(self, method, url, *args, **kwargs):
             parts = urlsplit(url)
-            if parts.hostname and parts.hostname.endswith("twilio.com"):
+            host = parts.hostname or ""
+            if host == "twilio.com" or host.endswith(".twilio.com"):
                 url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
             return super().request(method, url, *args, **kwargs)
 
@@ -166,7 +169,8 @@ class LocalTwilioHttpClient(TwilioHttpClient):
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
         parts = urlsplit(url)
-        if parts.hostname and parts.hostname.endswith("twilio.com"):
+        host = parts.hostname or ""
+        if host == "twilio.com" or host.endswith(".twilio.com"):
             url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
         return super().request(method, url, *args, **kwargs)
 
