@@ -22,8 +22,10 @@ def test_open_stage_show_gives_the_portal_status_history_and_one_notification(cl
     assert (shown["stage"], shown["state"], shown["pipeline"], shown["kind"]) == (
         "Cita agendada", "Abierto", "mantenimiento", "attention")
     assert shown["requester"] == {"name": None, "email": "ana@example.com", "phone": None}
-    assert [(h["from"], h["to"], h["by"]) for h in shown["history"]] == [("Abierto", "Cita agendada", "ae@jhleasing.mx")]
-    assert [(n["channel"], n["template"], n["status"]) for n in shown["notifications"]] == [("email", "stage", "pending")]
+    history = [(h["from"], h["to"], h["by"]) for h in shown["history"]]
+    assert history == [("Abierto", "Cita agendada", "ae@jhleasing.mx")]
+    notifications = [(n["channel"], n["template"], n["status"]) for n in shown["notifications"]]
+    assert notifications == [("email", "stage", "pending")]
     [msg] = shown["messages"]
     assert msg["text"] == "El auto hace ruido al frenar" and msg["direction"] == "in"
     for key in ("channel", "sender", "subject", "message_id", "created_at"):
