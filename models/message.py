@@ -103,5 +103,9 @@ class Attachment(Base):
     content_id: Mapped[str | None] = mapped_column(String(400))
     # WhatsApp media not fetched yet: the URL is kept and the fetch retried.
     source_url: Mapped[str | None] = mapped_column(Text)
+    # Retry bookkeeping for that fetch (inbound.media): tries so far, last error, next try.
+    fetch_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fetch_error: Mapped[str | None] = mapped_column(Text)
+    fetch_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     message: Mapped[Message] = relationship(back_populates="attachments")
