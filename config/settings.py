@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         "sqlite:///./var/helpdesk.db",
         description="SQLAlchemy URL of the database (SQLite or PostgreSQL).",
     )
+    database_timeout_seconds: float = Field(
+        30.0, description="How long to wait for a database lock or connection before answering 'retry later'."
+    )
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis URL of the Dramatiq broker."
     )
@@ -65,6 +68,12 @@ class Settings(BaseSettings):
     outbox_dir: Path = Field(Path("./var/outbox"), description="Where .eml files go without a relay.")
     imap_url: str | None = Field(
         None, description="imaps://user:pass@host:993/INBOX (or imap:// for plain/STARTTLS)."
+    )
+    imap_poll_seconds: float = Field(
+        60.0, description="Seconds between IMAP polls when the server offers no IDLE."
+    )
+    imap_done_folder: str | None = Field(
+        None, description="Folder to move IMAP mail to once kept; unset: it is marked \\Seen."
     )
     twilio_account_sid: str | None = Field(None, description="Twilio Account SID.")
     twilio_auth_token: str | None = Field(
@@ -114,6 +123,13 @@ class Settings(BaseSettings):
         5.0, description="How often the worker re-enqueues notifications still pending."
     )
     max_send_attempts: int = Field(8, description="Attempts before a notification fails.")
+    send_backoff_seconds: float = Field(
+        30.0, description="First retry delay of a temporary send failure; doubles each attempt."
+    )
+    send_backoff_max_seconds: float = Field(3600.0, description="Longest retry delay.")
+    redis_namespace: str = Field(
+        "helpdesk", description="Prefix of the worker's Redis keys (two installations, one Redis)."
+    )
 
     @field_validator("inbox_addresses", "staff_domains", mode="before")
     @classmethod

@@ -192,8 +192,7 @@ def fetch_pending_media(
         due = list(session.scalars(_due(policy, now, limit)))
     if not due:
         return report
-    with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=True,
-                      trust_env=False) as client:
+    with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=True) as client:
         for attachment_id in due:
             if not _claim(sessions, attachment_id, policy, now):
                 continue

@@ -74,6 +74,21 @@ class InboxHandler:
         return f"250 2.0.0 OK queued as {raw_id}"
 
 
+class TolerantSMTP(SMTP):
+    """aiosmtpd's server, accepting lines longer than RFC 5321's 1,000 octets.
+
+    Real clients (and broken HTML mailers) send them; refusing with a 500 would bounce
+    a customer's mail for good. Postfix and Exim accept such lines too.
+    """
+
+    line_length_limit = 1 << 20
+
+
+class InboxController(Controller):
+    def factory(self) -> SMTP:
+        return TolerantSMTP(self.handler, **self.SMTP_kwargs)
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     if not settings.smtp_tls_cert:
         return None
@@ -100,4 +115,4 @@ def make_controller(
     context = tls_context(settings)
     if context is not None:
         kwargs["tls_context"] = context
-    return Controller(handler, hostname=host, port=port, **kwargs)
+    return InboxController(handler, hostname=host, port=port, **kwargs)

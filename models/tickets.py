@@ -132,9 +132,11 @@ def open_ticket(
     linked_number: int | None = None,
     attention_reason: str | None = None,
     parent: Ticket | None = None,
+    ack_channel: str | None = None,
 ) -> Ticket:
     """A new ticket in the first stage of its pipeline, with its first message and the
-    acknowledgement (when the first stage notifies and the sender is under the hourly cap)."""
+    acknowledgement (when the first stage notifies and the sender is under the hourly cap),
+    on ``ack_channel`` when given (a WhatsApp message is acknowledged on WhatsApp)."""
     pipeline = catalog.get_pipeline(pipeline_id)
     first = pipeline.first
     if requester.id is None:
@@ -170,6 +172,7 @@ def open_ticket(
             contact=requester,
             template=template,
             payload={"pipeline": pipeline.id, "stage": first.name, "linked_number": linked_number},
+            channel=ack_channel,
         )
     return ticket
 

@@ -32,6 +32,7 @@ class Runtime:
     def build(cls, settings: Settings | None = None, **engine_kwargs: Any) -> Runtime:
         settings = settings or Settings()
         catalog = cached_catalog(str(settings.pipelines_file))
+        engine_kwargs.setdefault("timeout", settings.database_timeout_seconds)
         engine = make_engine(settings.database_url, **engine_kwargs)
         return cls(settings=settings, catalog=catalog, engine=engine, sessions=make_sessionmaker(engine))
 

@@ -1,0 +1,144 @@
+"""Twilio status callbacks: what happened to a WhatsApp notification after we sent it.
+
+Recorded synchronously, in the request, unlike inbound messages: a callback is a few
+fields with no customer content, recording it is one small idempotent transaction (the
+``DeliveryEvent`` unique key on (MessageSid, status) makes a repeat a no-op), and answering
+Twilio only after the commit means a callback that could not be stored is answered 503
+rather than acknowledged and lost.
+
+Statuses only move forward: sent → delivered → read; ``failed`` and ``undelivered`` are
+final, and never replace a delivery already reported. Error 63016 (a free-form message
+outside the customer's 24-hour window) plans the same notification again as the approved
+template: a new outbox row with ``payload["force_template"] = True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models.contact import Contact
+from models.notify import enqueue, whatsapp_possible
+from models.outbox import DeliveryEvent, Outbox
+from models.ticket import Ticket
+
+#: Twilio statuses that move a notification forward, by rank.
+PROGRESS = {"sent": 1, "delivered": 2, "read": 3}
+FAILURES = ("failed", "undelivered")
+OUTSIDE_WINDOW = "63016"
+ERROR_TEXT = {
+    OUTSIDE_WINDOW: "outside the WhatsApp 24-hour window; resent as the approved template",
+    "63024": "invalid message recipient",
+    "63003": "the channel could not find the destination address",
+}
+
+
+class BadCallback(ValueError):
+    """A callback without MessageSid or MessageStatus."""
+
+
+@dataclass(frozen=True)
+class StatusCallback:
+    sid: str
+    status: str
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> StatusCallback:
+        """Raises: BadCallback when the fields that identify the event are missing."""
+        sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
+        status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+        if not sid or not status or len(sid) > 200 or len(status) > 20:
+            raise BadCallback("a status callback needs MessageSid and MessageStatus")
+        code = (form.get("ErrorCode") or "").strip()[:20] or None
+        message = (form.get("ErrorMessage") or "").strip()[:500] or None
+        return cls(sid=sid, status=status, error_code=code, error_message=message)
+
+
+def record_status(session: Session, callback: StatusCallback) -> str:
+    """Store the event once and apply it to its notification; return what happened."""
+    row = session.scalar(select(Outbox).where(Outbox.provider_id == callback.sid).limit(1))
+    event = DeliveryEvent(provider_id=callback.sid, status=callback.status,
+                          error_code=callback.error_code, outbox_id=row.id if row else None)
+    try:
+        with session.begin_nested():
+            session.add(event)
+            session.flush()
+    except IntegrityError:
+        return f"{callback.sid} {callback.status}: already recorded"
+    if row is None:
+        return f"{callback.sid} {callback.status}: no notification with this id (kept)"
+    return apply_event(session, row, callback.status, callback.error_code, callback.error_message)
+
+
+def apply_event(session: Session, row: Outbox, status: str, error_code: str | None,
+                error_message: str | None = None) -> str:
+    """Move ``row`` to ``status`` if that is forward; plan the template resend on 63016.
+
+    Public because the sender may record its provider id after Twilio's first callback
+    arrived: it can replay the stored events with ``apply_recorded_events``.
+    """
+    current = row.status
+    if status in PROGRESS:
+        if current in FAILURES or PROGRESS.get(current, 0) >= PROGRESS[status]:
+            return f"notification {row.id}: {status} ignored (already {current})"
+        row.status = status
+        return f"notification {row.id}: {current} → {status}"
+    if status in FAILURES:
+        if current in ("delivered", "read"):
+            return f"notification {row.id}: {status} ignored (already {current})"
+        row.status = status
+        detail = error_message or ERROR_TEXT.get(error_code or "", "")
+        row.last_error = f"{status} {error_code or ''}: {detail}".replace(" :", ":").strip()[:2000]
+        outcome = f"notification {row.id}: {current} → {status} ({error_code or 'no code'})"
+        if error_code == OUTSIDE_WINDOW:
+            resend = resend_as_template(session, row)
+            if resend is not None:
+                outcome += f"; resent as template (notification {resend.id})"
+        return outcome
+    return f"notification {row.id}: {status} noted"
+
+
+def resend_as_template(session: Session, row: Outbox) -> Outbox | None:
+    """A new outbox row copying ``row`` that the sender must send as the approved template.
+
+    Once per original: the copy names it in ``resend_of``. A template itself refused, or a
+    contact who opted out of WhatsApp meanwhile, gets no WhatsApp resend (the contact's
+    other channel is used when there is one).
+    """
+    payload = dict(row.payload or {})
+    if payload.get("force_template") or row.contact_id is None:
+        return None
+    siblings = session.scalars(
+        select(Outbox).where(Outbox.contact_id == row.contact_id, Outbox.template == row.template,
+                             Outbox.id > row.id)
+    )
+    if any((s.payload or {}).get("resend_of") == row.id for s in siblings):
+        return None
+    contact = session.get(Contact, row.contact_id)
+    if contact is None:
+        return None
+    ticket = session.get(Ticket, row.ticket_id) if row.ticket_id is not None else None
+    payload.update(force_template=True, resend_of=row.id)
+    return enqueue(session, ticket=ticket, contact=contact, template=row.template, payload=payload,
+                   audience=row.audience, channel="whatsapp" if whatsapp_possible(contact) else None)
+
+
+def apply_recorded_events(session: Session, row: Outbox) -> list[str]:
+    """Apply callbacks stored before ``row`` had its provider id (call after setting it)."""
+    if not row.provider_id:
+        return []
+    events = list(session.scalars(
+        select(DeliveryEvent).where(DeliveryEvent.provider_id == row.provider_id,
+                                    DeliveryEvent.outbox_id.is_(None)).order_by(DeliveryEvent.id)
+    ))
+    outcomes = []
+    for event in events:
+        event.outbox_id = row.id
+        outcomes.append(apply_event(session, row, event.status, event.error_code))
+    return outcomes

@@ -1,0 +1,334 @@
+"""The send step: claim an outbox row, render, send, record. Safe to run twice.
+
+One ``deliver(outbox_id)`` is two short transactions around the network call:
+
+1. **Claim** with one conditional ``UPDATE ... RETURNING``: the row must be ``pending``
+   and due, or ``sending`` with a claim older than ``SEND_CLAIM_SECONDS`` (its worker
+   died mid-send). A second job for the same row matches nothing and stops here, so a
+   message delivered twice by the broker is sent once. The same transaction reads what
+   the message needs (``outbound.compose``) and counts the attempt.
+2. **Render and send**, outside any transaction, on the row's channel.
+3. **Record**, guarded by the claim token: ``sent`` with the provider id (our
+   Message-ID or Twilio's SID), ``ticket.last_outbound_at``, the outbound ``Message`` on
+   the ticket (so a reply's ``In-Reply-To`` finds the ticket) and the survey's
+   ``sent_at``; or the next state after a failure:
+
+   * ``TemporarySendError``: back to ``pending`` after an exponential backoff with
+     jitter, until ``MAX_SEND_ATTEMPTS``, then ``failed``.
+   * ``PermanentSendError``: the contact's other channel is tried once, right away;
+     without one the row is ``failed`` with the reason (``helpdesk outbox --retry ID``).
+
+Nothing is retried by the broker: the database row is the truth, and the relay's sweeper
+puts due rows back on the queue (``worker.relay``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from jinja2 import TemplateError
+from sqlalchemy import and_, insert, or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.pipelines import Catalog
+from config.settings import Settings
+from models.base import utcnow
+from models.message import Message
+from models.notify import choose_channel
+from models.outbox import Outbox
+from models.survey import Survey
+from models.ticket import Ticket
+from outbound import whatsapp as wa
+from outbound.compose import Notification, compose_email, load_notification
+from outbound.email import EmailSender, email_sender
+from outbound.errors import PermanentSendError, SendError, TemporarySendError
+from outbound.render import Renderer
+
+log = logging.getLogger(__name__)
+
+#: What a template can throw that no retry will fix.
+RENDER_ERRORS = (TemplateError, LookupError, ValueError, TypeError)
+_FROM_SETTINGS: Any = object()
+
+
+class Outcome(StrEnum):
+    """What one ``deliver`` call did."""
+
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # not due, already sent, or claimed by another worker
+
+
+@dataclass(frozen=True)
+class Sent:
+    channel: str
+    provider_id: str
+    subject: str | None
+    text: str
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Seconds before attempt ``attempt + 1``: ``base * 2**(attempt-1)`` capped at ``cap``,
+    of which the upper half is random ("equal jitter") so that rows failed together by
+    one outage do not all come back in the same second."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay / 2 + rng() * delay / 2
+
+
+class Deliverer:
+    """Sends outbox rows; one per process, shared by its worker threads.
+
+    Parameters:
+        sessions: the runtime's session factory.
+        settings, catalog: the runtime's.
+        renderer: default: one ``Renderer`` for the settings' locale and time zone.
+        email: default: the relay of ``OUTBOUND_SMTP_URL``, else .eml files.
+        whatsapp: default: from the TWILIO_* settings (None: WhatsApp not configured,
+            every WhatsApp row falls back to email).
+        rng: the jitter's random source.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        renderer: Renderer | None = None,
+        email: EmailSender | None = None,
+        whatsapp: wa.WhatsAppSender | None = _FROM_SETTINGS,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.catalog = catalog
+        self.renderer = renderer or Renderer(locale=settings.locale, default_timezone=settings.timezone)
+        self.email = email or email_sender(settings.outbound_smtp_url, settings.outbox_dir)
+        self.whatsapp = wa.WhatsAppSender.from_settings(settings) if whatsapp is _FROM_SETTINGS else whatsapp
+        self.rng = rng
+
+    def close(self) -> None:
+        """Close the senders' connections."""
+        self.email.close()
+        if self.whatsapp is not None:
+            self.whatsapp.close()
+
+    # -- the step -------------------------------------------------------------------------
+
+    def deliver(self, outbox_id: int) -> Outcome:
+        """Claim, send and record one notification (see the module docstring).
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the database is unavailable; the row keeps its
+                state (or its claim, which expires) and the sweeper brings it back.
+        """
+        token = uuid.uuid4().hex
+        note = self._claim(outbox_id, token)
+        if not isinstance(note, Notification):
+            return note
+        tried = [c for c in note.payload.get("tried_channels", []) if isinstance(c, str)]
+        channel = note.channel
+        try:
+            sent = self._send(note, channel)
+        except TemporarySendError as exc:
+            return self._retry(note, token, channel, exc, tried)
+        except PermanentSendError as exc:
+            tried.append(channel)
+            other = choose_channel(note.contact, exclude=tried)
+            if other is None:
+                return self._fail(note, token, channel, f"{channel}: {exc}", tried)
+            log.info("notification %s: %s failed permanently (%s); trying %s", outbox_id, channel, exc, other)
+            first_error = f"{channel}: {exc}"
+            channel = other
+            try:
+                sent = self._send(note, channel)
+            except TemporarySendError as again:
+                return self._retry(note, token, channel, again, tried, earlier=first_error)
+            except PermanentSendError as again:
+                return self._fail(note, token, channel, f"{first_error}; {channel}: {again}", tried)
+        return self._record_sent(note, token, sent, tried)
+
+    # -- claim ----------------------------------------------------------------------------
+
+    def _claim(self, outbox_id: int, token: str) -> Notification | Outcome:
+        now = utcnow()
+        stale = now - timedelta(seconds=self.settings.send_claim_seconds)
+        claim = (
+            update(Outbox)
+            .where(
+                Outbox.id == outbox_id,
+                or_(
+                    and_(Outbox.status == "pending", Outbox.next_attempt_at <= now),
+                    and_(Outbox.status == "sending", Outbox.claimed_at < stale),
+                ),
+            )
+            .values(status="sending", claim_token=token, claimed_at=now, attempts=Outbox.attempts + 1)
+            .returning(Outbox)
+        )
+        with self.sessions.begin() as session:
+            row = session.scalars(claim).one_or_none()
+            if row is None:
+                return Outcome.SKIPPED
+            if row.attempts > self.settings.max_send_attempts:
+                # Earlier attempts never finished (a worker died on this row every time).
+                self._finish(row, "failed", f"gave up after {row.attempts - 1} attempts that did not finish")
+                return Outcome.FAILED
+            try:
+                note = load_notification(session, row, settings=self.settings, catalog=self.catalog)
+            except LookupError as exc:
+                self._finish(row, "failed", str(exc))
+                return Outcome.FAILED
+            if note.cancel_reason:
+                self._finish(row, "cancelled", note.cancel_reason)
+                return Outcome.CANCELLED
+        return note
+
+    @staticmethod
+    def _finish(row: Outbox, status: str, reason: str) -> None:
+        row.status = status
+        row.last_error = reason
+        row.claim_token = None
+        log.warning("notification %s %s: %s", row.id, status, reason)
+
+    # -- send -----------------------------------------------------------------------------
+
+    def _send(self, note: Notification, channel: str) -> Sent:
+        ctx = note.for_channel(channel)
+        if channel == "email":
+            to = note.contact.email
+            if not to:
+                raise PermanentSendError("the contact has no e-mail address")
+            try:
+                rendered = self.renderer.email(ctx)
+            except RENDER_ERRORS as exc:
+                raise PermanentSendError(f"cannot render {ctx.template!r} for email: {exc}") from exc
+            message = compose_email(note, rendered.subject, rendered.text, rendered.html,
+                                    company_name=self.settings.company_name, now=utcnow())
+            self.email.send(message, sender=note.from_address, recipients=[to])
+            return Sent("email", note.message_id, rendered.subject, rendered.text)
+        if channel == "whatsapp":
+            if self.whatsapp is None:
+                raise PermanentSendError("WhatsApp is not configured (HELPDESK_TWILIO_*)")
+            try:
+                body = self.renderer.whatsapp(ctx)
+            except RENDER_ERRORS as exc:
+                raise PermanentSendError(f"cannot render {ctx.template!r} for WhatsApp: {exc}") from exc
+            plan = wa.plan(
+                note.contact, template=note.template, body=body, content_sid=note.whatsapp_template,
+                variables=note.whatsapp_variables, force_template=bool(note.payload.get("force_template")),
+                now=utcnow(),
+            )
+            return Sent("whatsapp", self.whatsapp.send(plan), None, body)
+        raise PermanentSendError(f"unknown channel {channel!r}")
+
+    # -- record ---------------------------------------------------------------------------
+
+    def _record_sent(self, note: Notification, token: str, sent: Sent, tried: list[str]) -> Outcome:
+        now = utcnow()
+        values: dict[str, Any] = {
+            "status": "sent", "channel": sent.channel, "provider_id": sent.provider_id, "sent_at": now,
+            "last_error": None, "claim_token": None,
+        }
+        if sent.channel != note.channel:
+            values["payload"] = {**note.payload, "tried_channels": tried, "fallback_from": note.channel}
+        with self.sessions.begin() as session:
+            if not self._guarded(session, note, token, values):
+                log.warning("notification %s was sent, but its claim had been taken over", note.outbox_id)
+                return Outcome.SENT
+            if note.ticket_id is not None:
+                session.execute(
+                    update(Ticket)
+                    .where(Ticket.id == note.ticket_id)
+                    .values(last_outbound_at=now, updated_at=Ticket.updated_at)  # not an edit
+                    .execution_options(synchronize_session=False)
+                )
+                self._record_message(session, note, sent, now)
+            if note.survey_id is not None:
+                session.execute(
+                    update(Survey)
+                    .where(Survey.id == note.survey_id)
+                    .values(sent_at=now, channel=sent.channel)
+                    .execution_options(synchronize_session=False)
+                )
+        return Outcome.SENT
+
+    def _record_message(self, session: Session, note: Notification, sent: Sent, now: datetime) -> None:
+        """The notification as an outbound message of the ticket; a staff reply already has
+        its message (``helpdesk reply``), which gets the real id."""
+        if note.template == "reply":
+            found = session.execute(
+                update(Message)
+                .where(Message.outbox_id == note.outbox_id)
+                .values(channel=sent.channel, external_id=sent.provider_id)
+                .execution_options(synchronize_session=False)
+            )
+            if found.rowcount:
+                return
+        values = {
+            "ticket_id": note.ticket_id, "channel": sent.channel, "direction": "out",
+            "external_id": sent.provider_id, "sender": f"{self.settings.company_name} <{note.from_address}>",
+            "subject": sent.subject, "text": sent.text, "threaded_by": "notification",
+            "outbox_id": note.outbox_id, "created_at": now,
+        }
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            stmt = pg_insert(Message).values(values).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            stmt = sqlite_insert(Message).values(values).on_conflict_do_nothing()
+        else:  # another database: a resend of the same Message-ID is the only conflict
+            stmt = insert(Message).values(values)
+        session.execute(stmt)
+
+    def _retry(self, note: Notification, token: str, channel: str, exc: SendError, tried: list[str],
+               earlier: str | None = None) -> Outcome:
+        reason = f"{earlier}; {channel}: {exc}" if earlier else f"{channel}: {exc}"
+        if note.attempts >= self.settings.max_send_attempts:
+            return self._fail(note, token, channel, f"gave up after {note.attempts} attempts: {reason}", tried)
+        delay = backoff_delay(note.attempts, self.settings.send_backoff_seconds,
+                              self.settings.send_backoff_max_seconds, self.rng)
+        values: dict[str, Any] = {
+            "status": "pending", "next_attempt_at": utcnow() + timedelta(seconds=delay), "last_error": reason,
+            "claim_token": None, "claimed_at": None, "channel": channel,
+        }
+        if channel != note.channel:
+            values["payload"] = {**note.payload, "tried_channels": tried, "fallback_from": note.channel}
+        with self.sessions.begin() as session:
+            self._guarded(session, note, token, values)
+        log.info("notification %s: temporary failure (%s); retry in %.1fs", note.outbox_id, reason, delay)
+        return Outcome.RETRY
+
+    def _fail(self, note: Notification, token: str, channel: str, reason: str, tried: list[str]) -> Outcome:
+        values: dict[str, Any] = {"status": "failed", "last_error": reason, "claim_token": None, "channel": channel}
+        if tried:
+            values["payload"] = {k: v for k, v in note.payload.items() if k != "tried_channels"}
+        with self.sessions.begin() as session:
+            self._guarded(session, note, token, values)
+        log.warning("notification %s failed: %s", note.outbox_id, reason)
+        return Outcome.FAILED
+
+    @staticmethod
+    def _guarded(session: Session, note: Notification, token: str, values: dict[str, Any]) -> bool:
+        """Apply ``values`` only while our claim holds; False when another worker took it."""
+        result = session.execute(
+            update(Outbox)
+            .where(Outbox.id == note.outbox_id, Outbox.claim_token == token)
+            .values(values)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+def deliver(deliverer: Deliverer, outbox_id: int) -> Outcome:
+    """Functional spelling of ``Deliverer.deliver`` for the actor."""
+    return deliverer.deliver(outbox_id)

@@ -1,0 +1,123 @@
+"""The web process's background thread: process kept WhatsApp messages, fetch their media.
+
+Why one thread and a queue rather than a task per request: messages of one conversation
+must be threaded in the order they arrived (a survey score, then its comment), and one
+serial consumer gives that for free; the webhook only commits and answers, so Twilio's
+timeout never depends on threading or on a slow media download.
+
+The thread also sweeps: at start (crash recovery: rows kept but never processed because
+the process died after answering) and every ``sweep_seconds``, it processes WhatsApp raw
+rows still pending and retries media downloads that are due. Other sources' rows are left
+to their own processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from sqlalchemy import or_, select
+
+from inbound.media import RetryPolicy, fetch_pending_media
+from inbound.process import STALE_CLAIM, Processor
+from models.base import utcnow
+from models.message import RawMessage
+from worker.runtime import Runtime
+
+log = logging.getLogger("helpdesk.web")
+
+SOURCE = "whatsapp"
+
+
+class InboundPump:
+    """Processes raw ids handed over by the webhook, in order, after the answer.
+
+    Parameters:
+        runtime: the process's runtime (sessions, settings, catalog).
+        sweep_seconds: how often pending rows and due media are looked for.
+        media_policy: when failed media downloads are retried.
+    """
+
+    def __init__(self, runtime: Runtime, *, sweep_seconds: float = 30.0,
+                 media_policy: RetryPolicy | None = None) -> None:
+        self.runtime = runtime
+        self.sweep_seconds = sweep_seconds
+        self.media_policy = media_policy or RetryPolicy()
+        self.processor = Processor(runtime.sessions, runtime.settings, runtime.catalog)
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="helpdesk-inbound-pump", daemon=True)
+        self._thread.start()
+
+    def submit(self, raw_id: int) -> None:
+        """Process ``raw_id`` soon (it is committed; a crash before then loses nothing)."""
+        self._queue.put(raw_id)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the message in hand, then stop; what is still queued waits for a sweep."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+
+    # -- the thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._guarded(self.sweep)
+        while True:
+            try:
+                raw_id = self._queue.get(timeout=self.sweep_seconds)
+            except queue.Empty:
+                self._guarded(self.sweep)
+                continue
+            if raw_id is None:
+                return
+            self._guarded(lambda rid=raw_id: self.processor.process(rid))
+            self._guarded(self.fetch_media)
+
+    def _guarded(self, work: object) -> None:
+        """Run ``work``; a failure (database away...) is logged and retried by a sweep."""
+        try:
+            work()  # type: ignore[operator]
+        except Exception:
+            log.exception("inbound pump: work failed; the next sweep retries it")
+
+    def pending_ids(self, limit: int = 500) -> list[int]:
+        stale = utcnow() - STALE_CLAIM
+        with self.runtime.sessions() as session:
+            return list(session.scalars(
+                select(RawMessage.id)
+                .where(
+                    RawMessage.source == SOURCE,
+                    or_(RawMessage.status == "pending",
+                        (RawMessage.status == "processing") & (RawMessage.claimed_at < stale)),
+                )
+                .order_by(RawMessage.id)
+                .limit(limit)
+            ))
+
+    def sweep(self) -> int:
+        """Process pending WhatsApp rows and fetch due media; returns rows handled."""
+        handled = 0
+        for raw_id in self.pending_ids():
+            if self.processor.process(raw_id) is not None:
+                handled += 1
+        self.fetch_media()
+        return handled
+
+    def fetch_media(self) -> None:
+        report = fetch_pending_media(self.runtime.sessions, self.runtime.settings, policy=self.media_policy)
+        if report.stored or report.failed:
+            log.info("media: %d stored, %d failed (retried later)", len(report.stored), len(report.failed))
+
+
+def default_sweep(runtime: Runtime) -> float:
+    """The sweep interval: the outbox sweep's, but not busier than every 5 s."""
+    return max(float(runtime.settings.sweep_interval_seconds), 5.0)
+
