@@ -296,6 +296,7 @@ class ImapPoller:
         """Keep every message after the cursor, batch by batch; returns how many."""
         validity = self._validity  # fixed while the mailbox is selected (RFC 3501 2.3.1.1)
         last_uid = self._cursor(validity)
+        client.noop()  # a selected mailbox shows other connections' mail only after a sync
         new = [uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid]
         if not new:
             return 0
@@ -388,6 +389,8 @@ class ImapPoller:
         try:
             deadline = time.monotonic() + self.idle_seconds
             while not stop.is_set() and time.monotonic() < deadline:
+                if _buffered(client):
+                    return
                 started = time.monotonic()
                 responses = client.idle_check(timeout=step)
                 self._renew_if_due()
@@ -395,3 +398,22 @@ class ImapPoller:
                     return
         finally:
             client.idle_done()
+
+
+def _buffered(client: IMAPClient) -> bool:
+    """Whether the server's lines already sit in the client's read buffer.
+
+    ``idle_check`` only polls the socket, so an ``EXISTS`` that arrived in the same packet
+    as IDLE's ``+ idling`` (mail delivered between our search and the IDLE) would wait
+    unseen until the next packet: up to the whole IDLE period. Peeking the buffered
+    reader with the socket non-blocking sees it without consuming it.
+    """
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bool(client._imap.file.peek(1))  # imaplib's buffered reader of the socket
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    finally:
+        sock.settimeout(timeout)

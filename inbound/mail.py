@@ -11,7 +11,6 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from config.pipelines import Catalog
@@ -54,14 +53,9 @@ def handle(session: Session, raw: RawMessage, settings: Settings, catalog: Catal
     message_id = parsed.message_id or synthetic_id(raw.data)
     if is_duplicate(session, "email", message_id):
         return f"duplicate of <{message_id}>"
-    try:
-        with session.begin_nested():
-            return thread_and_store(session, raw, parsed, message_id, verdict.kind, settings, catalog)
-    except IntegrityError:
-        # The same Message-ID arrived by another door at the same moment and won.
-        if is_duplicate(session, "email", message_id):
-            return f"duplicate of <{message_id}> (concurrent)"
-        raise
+    # A concurrent twin (same Message-ID by another door) makes an insert below fail;
+    # the Processor then runs this again and the duplicate check above sees the winner.
+    return thread_and_store(session, raw, parsed, message_id, verdict.kind, settings, catalog)
 
 
 def synthetic_id(data: bytes) -> str:
@@ -103,6 +97,7 @@ def thread_and_store(
     message = add_message(session, ticket, contact, new)
     if decision.ticket is not None:
         add_participant(session, ticket, contact, "cc")
+        ticket.updated_at = utcnow()
     if forwarded is not None:
         staff = get_or_create_by_email(session, sender.email, sender.name or "", role="staff")
         add_participant(session, ticket, staff, "forwarder")
@@ -112,7 +107,6 @@ def thread_and_store(
     ]
     if files:
         attach_files(session, message, files)
-    ticket.updated_at = utcnow()
     verb = "added to" if decision.ticket is not None else "opened"
     how = f"{kind}, " if kind != "message" else ""
     return f"{how}{verb} ticket {ticket.number} by {decision.threaded_by}"

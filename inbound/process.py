@@ -1,10 +1,11 @@
 """Turning committed raw messages into ticket messages, once each.
 
 The door has already answered; this step may run in the door's own process right after
-the commit, in another process, or after a crash: it takes rows still ``pending`` (or
-stuck ``processing`` from a process that died), handles each inside one transaction with
-the row locked, and marks it ``done``. Anything that fails is ``quarantined`` with the
-reason, never dropped; ``helpdesk quarantine --retry ID`` puts it back.
+the commit, in another process, or after a crash: it takes rows still ``pending`` (a
+process that dies mid-batch commits nothing, so its rows stay pending), handles them in
+batches inside one transaction with the rows locked, and marks each ``done``. Anything
+that fails is ``quarantined`` with the reason, never dropped; ``helpdesk quarantine
+--retry ID`` puts it back.
 
 Errors::
 
@@ -17,10 +18,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.pipelines import Catalog
@@ -30,7 +30,7 @@ from models.message import RawMessage
 
 log = logging.getLogger("helpdesk.inbound")
 
-STALE_CLAIM = timedelta(minutes=2)
+BATCH = 100  # raw messages per transaction
 
 
 class Quarantine(Exception):
@@ -81,67 +81,87 @@ class Processor:
         return found
 
     def pending_ids(self, limit: int = 500) -> list[int]:
-        stale = utcnow() - STALE_CLAIM
         with self.sessions() as session:
             return list(
                 session.scalars(
                     select(RawMessage.id)
-                    .where(
-                        or_(
-                            RawMessage.status == "pending",
-                            (RawMessage.status == "processing") & (RawMessage.claimed_at < stale),
-                        )
-                    )
+                    .where(RawMessage.status == "pending")
                     .order_by(RawMessage.id)
                     .limit(limit)
                 )
             )
 
-    def process_pending(self, limit: int = 500) -> int:
+    def process_pending(self, limit: int = 5000, batch: int = BATCH) -> int:
         """Process what is waiting, oldest first; returns how many were handled."""
+        ids = self.pending_ids(limit)
         count = 0
-        for raw_id in self.pending_ids(limit):
-            if self.process(raw_id) is not None:
-                count += 1
+        for i in range(0, len(ids), batch):
+            count += len(self.process_batch(ids[i:i + batch]))
         return count
 
     def process(self, raw_id: int) -> str | None:
         """Handle one raw message; None when another process has it or it is done."""
+        return self.process_batch([raw_id]).get(raw_id)
+
+    def process_batch(self, raw_ids: list[int]) -> dict[int, str]:
+        """Handle several raw messages in ONE transaction, a savepoint each.
+
+        One commit for the batch instead of one per message is what lets threading keep
+        up with the door. A message that fails rolls back only its savepoint and is
+        quarantined in the same transaction; if the commit itself fails (the database
+        went away) every row of the batch stays pending and is retried.
+
+        Raises:
+            OperationalError: the database is unavailable; nothing of the batch changed.
+        """
+        results: dict[int, str] = {}
+        with self.sessions.begin() as session:
+            query = (
+                select(RawMessage)
+                .where(RawMessage.id.in_(raw_ids), RawMessage.status == "pending")
+                .order_by(RawMessage.id)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)  # another process has those
+            for raw in session.scalars(query).all():
+                results[raw.id] = self._handle(session, raw)
+        self.handled += len(results)
+        for raw_id, outcome in results.items():
+            if outcome.startswith("quarantined"):
+                log.warning("raw %s %s", raw_id, outcome)
+            else:
+                log.info("raw %s: %s", raw_id, outcome)
+        return results
+
+    def _handle(self, session: Session, raw: RawMessage) -> str:
+        raw.attempts += 1
+        raw.processed_at = utcnow()
+        handler = self.handler(raw.source)
         try:
-            with self.sessions.begin() as session:
-                query = select(RawMessage).where(RawMessage.id == raw_id)
-                if session.get_bind().dialect.name == "postgresql":
-                    query = query.with_for_update(skip_locked=True)
-                raw = session.scalar(query)
-                if raw is None or raw.status in ("done", "quarantined"):
-                    return None
-                if raw.status == "processing" and raw.claimed_at and raw.claimed_at > utcnow() - STALE_CLAIM:
-                    return None
-                raw.attempts += 1
-                outcome = self.handler(raw.source)(session, raw, self.settings, self.catalog)
-                raw.status = "done"
-                raw.outcome = outcome[:2000]
-                raw.error = None
-                raw.processed_at = utcnow()
-            self.handled += 1
-            log.info("raw %s: %s", raw_id, outcome)
-            return outcome
+            try:
+                with session.begin_nested():
+                    outcome = handler(session, raw, self.settings, self.catalog)
+            except IntegrityError:
+                # Another process stored the same message (or created the same contact)
+                # at the same moment and won: run again, now seeing the winner's rows.
+                with session.begin_nested():
+                    outcome = handler(session, raw, self.settings, self.catalog)
         except OperationalError:
             raise
         except Quarantine as exc:
-            return self._quarantine(raw_id, str(exc))
+            return self._quarantined(raw, str(exc))
         except Exception as exc:  # lose nothing: an unexpected failure is quarantined too
-            log.exception("raw %s: unexpected failure", raw_id)
-            return self._quarantine(raw_id, f"unexpected {type(exc).__name__}: {exc}")
+            log.exception("raw %s: unexpected failure", raw.id)
+            return self._quarantined(raw, f"unexpected {type(exc).__name__}: {exc}")
+        raw.status = "done"
+        raw.outcome = outcome[:2000]
+        raw.error = None
+        return outcome
 
-    def _quarantine(self, raw_id: int, reason: str) -> str:
-        with self.sessions.begin() as session:
-            session.execute(
-                update(RawMessage)
-                .where(RawMessage.id == raw_id)
-                .values(status="quarantined", error=reason[:2000], processed_at=utcnow())
-            )
-        log.warning("raw %s quarantined: %s", raw_id, reason)
+    @staticmethod
+    def _quarantined(raw: RawMessage, reason: str) -> str:
+        raw.status = "quarantined"
+        raw.error = reason[:2000]
         return f"quarantined: {reason}"
 
 

@@ -13,7 +13,7 @@ import threading
 
 from sqlalchemy.exc import OperationalError
 
-from inbound.process import Processor
+from inbound.process import BATCH, Processor
 
 log = logging.getLogger("helpdesk.inbound.runner")
 
@@ -52,16 +52,27 @@ class BackgroundProcessor:
             except queue.Empty:
                 self._sweep()
                 continue
+            batch = [raw_id] if raw_id is not None else []
+            while len(batch) < BATCH:  # take what else is waiting: one commit for all
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is not None:
+                    batch.append(more)
+                else:
+                    self._queue.task_done()
             try:
-                if raw_id is not None:
-                    self.processor.process(raw_id)
+                if batch:
+                    self.processor.process_batch(batch)
             except OperationalError as exc:
-                log.warning("database unavailable while processing %s: %s", raw_id, exc.orig)
-                self._stop.wait(1.0)  # the sweep picks it up when the database is back
+                log.warning("database unavailable while processing %s: %s", batch[:3], exc.orig)
+                self._stop.wait(1.0)  # the sweep picks them up when the database is back
             except Exception:
-                log.exception("processing raw %s failed", raw_id)
+                log.exception("processing raw %s failed", batch[:3])
             finally:
-                self._queue.task_done()
+                for _ in range(len(batch) or 1):
+                    self._queue.task_done()
 
     def _sweep(self) -> None:
         try:

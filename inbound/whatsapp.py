@@ -139,6 +139,9 @@ def handle(session: Session, raw: RawMessage, settings: Settings, catalog: Catal
     now = utcnow()
     if contact.last_whatsapp_in_at is None or contact.last_whatsapp_in_at < now:
         contact.last_whatsapp_in_at = now
+    if not (message.body or message.media or message.location):
+        # Nothing a person could read (an unsupported message type): no ticket, no answer.
+        return f"empty message {message.sid} ignored"
     word = opt_word(message.body) if not message.media and not message.location else None
     if word is not None:
         return opt(session, contact, word, message)

@@ -102,6 +102,9 @@ class Router:
         if not ticket.is_open:
             closed_at = ticket.closed_at or ticket.updated_at
             if closed_at < self.now - timedelta(days=self.settings.followup_days):
+                successor = self.open_linked(ticket.number)
+                if successor is not None:
+                    return self.join(successor, threaded_by)
                 return self.open_new("new_linked", follows=ticket)
             flag(ticket, f"Mensaje de WhatsApp después del cierre ({self.message.sid})")
         if threaded_by in ("reply_context", "number"):
@@ -149,6 +152,18 @@ class Router:
         return (self.session.get(Ticket, ticket_id), None) if ticket_id is not None else None  # type: ignore[return-value]
 
     # -- step 2: a ticket number -------------------------------------------------------
+
+    def open_linked(self, number: int) -> Ticket | None:
+        """The contact's open ticket already opened about ``number`` (quoting it again
+        must not open another one)."""
+        return self.session.scalar(
+            select(Ticket)
+            .join(Participant, Participant.ticket_id == Ticket.id)
+            .where(Participant.contact_id == self.contact.id, Ticket.linked_number == number,
+                   Ticket.state == "Abierto")
+            .order_by(Ticket.id.desc())
+            .limit(1)
+        )
 
     def may_write_to(self, ticket: Ticket) -> bool:
         participant = self.session.scalar(
@@ -272,6 +287,9 @@ class Router:
                 continue
             if self.may_write_to(ticket):
                 return self.join(ticket, "number")
+            linked = self.open_linked(number)
+            if linked is not None:
+                return self.join(linked, "number")
             return self.open_new("new_flagged", quoted=number)
         answered = self.survey()
         if answered is not None:

@@ -16,6 +16,8 @@ from models.base import Base, UTCDateTime, utcnow
 
 ROLES = ("vehicle_user", "fleet_manager", "staff")
 CHANNELS = ("email", "whatsapp")
+# Contacts created in this session: they have no history to look up (acknowledgements).
+NEW_CONTACTS = "helpdesk.new_contacts"
 
 
 class Company(Base):
@@ -95,7 +97,9 @@ def get_or_create_by_email(
     """The contact owning ``address``, created (with its domain's company) when unknown.
 
     Two doors may meet the same new sender at once; the unique address makes the second
-    insert fail, and a savepoint lets it take the winner's row instead.
+    insert raise IntegrityError, and the caller runs its unit of work again (the inbound
+    Processor does), which then finds the winner's row. No savepoint here: they cost two
+    round trips per message on the hot path.
     """
     address = normalize_email(address)
     found = find_by_email(session, address)
@@ -107,15 +111,9 @@ def get_or_create_by_email(
     company = company_for_domain(session, domain)
     contact = Contact(name=name, company_id=company.id if company else None, role=role or "vehicle_user")
     contact.emails.append(ContactEmail(email=address))
-    try:
-        with session.begin_nested():
-            session.add(contact)
-            session.flush()
-    except IntegrityError:
-        found = find_by_email(session, address)
-        if found is None:
-            raise
-        return found
+    session.add(contact)
+    session.flush()
+    session.info.setdefault(NEW_CONTACTS, set()).add(contact.id)
     return contact
 
 
@@ -133,6 +131,7 @@ def get_or_create_by_phone(
             with session.begin_nested():
                 session.add(contact)
                 session.flush()
+            session.info.setdefault(NEW_CONTACTS, set()).add(contact.id)
             return contact
         except IntegrityError:
             found = find_by_phone(session, e164)

@@ -16,12 +16,15 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import utcnow
-from models.contact import Contact
+from models.contact import NEW_CONTACTS, Contact
 from models.outbox import Outbox
 from models.ticket import Ticket
 
 Publisher = Callable[[list[int]], None]
 _NEW_IDS = "helpdesk.outbox_new"
+_ACKS = "helpdesk.acks_queued"
+# Automatic answers to a sender's message: capped per sender per hour.
+ACK_TEMPLATES = ("ack", "joined_ticket", "flagged_new_ticket")
 
 
 def email_possible(contact: Contact) -> bool:
@@ -100,16 +103,22 @@ def enqueue(
     session.add(row)
     session.flush()
     session.info.setdefault(_NEW_IDS, []).append(row.id)
+    if template in ACK_TEMPLATES:
+        acks = session.info.setdefault(_ACKS, {})
+        acks[contact.id] = acks.get(contact.id, 0) + 1
     return row
 
 
 def acks_in_last_hour(session: Session, contact: Contact) -> int:
+    if contact.id in session.info.get(NEW_CONTACTS, ()):
+        # Created in this transaction: only what this transaction queued counts.
+        return session.info.get(_ACKS, {}).get(contact.id, 0)
     since = utcnow() - timedelta(hours=1)
     return int(
         session.scalar(
             select(func.count(Outbox.id)).where(
                 Outbox.contact_id == contact.id,
-                Outbox.template.in_(("ack", "joined_ticket", "flagged_new_ticket")),
+                Outbox.template.in_(ACK_TEMPLATES),
                 Outbox.created_at >= since,
             )
         )

@@ -13,27 +13,30 @@ multipart/alternative text + HTML) from a rendered email.
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
+from email.header import Header
+from email.message import EmailMessage, MIMEPart
+from email.policy import compat32
+from email.utils import format_datetime, formataddr
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.orm import aliased
 
 from config.pipelines import Catalog, Stage
 from config.settings import Settings
 from models.base import utcnow
-from models.contact import Contact
+from models.contact import Contact, ContactEmail
 from models.identity import make_message_id
 from models.message import Message
 from models.outbox import Outbox
 from models.survey import Survey
-from models.ticket import Ticket
+from models.ticket import LineItem, Provider, Ticket, Vehicle
 from outbound.context import (
     LineItemView,
     NotificationContext,
@@ -56,7 +59,26 @@ NOTICE_TEMPLATES = (
 )
 #: How many Message-IDs go in References (the root plus the most recent ones).
 REFERENCES_LIMIT = 10
+ZERO = Decimal("0.00")
+CENT = Decimal("0.01")
 _LINE_KINDS = {"service": "servicio", "part": "refacción"}
+
+
+@dataclass(frozen=True)
+class ContactInfo:
+    """The recipient, as read at claim time (duck-types ``Contact`` for
+    ``models.notify.choose_channel`` and ``outbound.whatsapp.plan``)."""
+
+    id: int
+    name: str
+    email: str | None
+    phone: str | None
+    whatsapp_address: str | None
+    whatsapp_opt_out: bool
+    last_whatsapp_in_at: datetime | None
+    preferred_channel: str
+    timezone: str | None
+    locale: str | None
 
 
 @dataclass
@@ -65,7 +87,7 @@ class Notification:
 
     Attributes:
         context: the renderer's context; ``for_channel`` fills in the channel.
-        contact: the recipient (detached ORM row, relations loaded).
+        contact: the recipient.
         from_address: our inbox for this ticket; From, Reply-To and envelope sender.
         message_id: the Message-ID minted for this row (without angle brackets).
         thread: Message-IDs of the ticket's mail, oldest first, for References.
@@ -79,7 +101,7 @@ class Notification:
     channel: str
     payload: dict[str, Any]
     attempts: int
-    contact: Contact
+    contact: ContactInfo
     ticket_id: int | None
     context: NotificationContext
     from_address: str
@@ -105,14 +127,14 @@ class Notification:
         }
 
 
-def renderer_key(template: str, payload: dict[str, Any], ticket: Ticket | None, catalog: Catalog) -> str:
-    """The renderer's key for an outbox template.
+def renderer_key(template: str, payload: dict[str, Any], pipeline: str | None, catalog: Catalog) -> str:
+    """The renderer's key for an outbox template (``pipeline``: the ticket's).
 
     Raises:
         LookupError: an outbox template nobody knows (a row written by newer code).
     """
     if template in STAGE_TEMPLATES:
-        pipeline_id = payload.get("pipeline") or (ticket.pipeline if ticket else None)
+        pipeline_id = payload.get("pipeline") or pipeline
         if not pipeline_id:
             raise LookupError(f"notification {template!r} without a pipeline")
         stage = payload.get("stage") or catalog.get_pipeline(pipeline_id).first.name
@@ -122,34 +144,103 @@ def renderer_key(template: str, payload: dict[str, Any], ticket: Ticket | None, 
     raise LookupError(f"unknown notification template {template!r}")
 
 
-def load_notification(session: Session, row: Outbox, *, settings: Settings, catalog: Catalog) -> Notification:
-    """Read what ``row`` needs, in the caller's transaction (see the module docstring).
+# -- the reads, built once: statement construction costs more than running them ------------
+
+def _first_email(contact_id: Any) -> Any:
+    return (
+        select(ContactEmail.email).where(ContactEmail.contact_id == contact_id)
+        .order_by(ContactEmail.id).limit(1).scalar_subquery()
+    )
+
+
+_Assignee = aliased(Contact)
+OUTBOX_COLUMNS = (
+    Outbox.id, Outbox.ticket_id, Outbox.contact_id, Outbox.channel, Outbox.template, Outbox.audience,
+    Outbox.payload, Outbox.attempts, Outbox.status,
+)
+_OUTBOX = select(*OUTBOX_COLUMNS).where(Outbox.id == bindparam("oid"))
+_CONTACT = select(
+    Contact.id, Contact.name, _first_email(Contact.id).label("email"), Contact.phone, Contact.whatsapp_address,
+    Contact.whatsapp_opt_out, Contact.last_whatsapp_in_at, Contact.preferred_channel, Contact.timezone,
+    Contact.locale,
+).where(Contact.id == bindparam("cid"))
+_TICKET = (
+    select(
+        Ticket.id, Ticket.number, Ticket.kind, Ticket.pipeline, Ticket.stage, Ticket.state, Ticket.subject,
+        Ticket.inbox_address, Ticket.created_at, Ticket.appointment_at, Ticket.expected_end_at, Ticket.mileage,
+        Ticket.warranty,
+        Vehicle.vin, Vehicle.plate, Vehicle.make, Vehicle.model, Vehicle.year,
+        Provider.name.label("provider_name"), Provider.address.label("provider_address"),
+        Provider.phone.label("provider_phone"),
+        _Assignee.id.label("assignee_id"), _Assignee.name.label("assignee_name"),
+        _Assignee.phone.label("assignee_phone"), _first_email(_Assignee.id).label("assignee_email"),
+    )
+    .select_from(Ticket)
+    .outerjoin(Vehicle, Vehicle.id == Ticket.vehicle_id)
+    .outerjoin(Provider, Provider.id == Ticket.provider_id)
+    .outerjoin(_Assignee, _Assignee.id == Ticket.assignee_id)
+    .where(Ticket.id == bindparam("tid"))
+)
+_ITEMS = (
+    select(LineItem.kind, LineItem.description, LineItem.quantity, LineItem.unit_price)
+    .where(LineItem.ticket_id == bindparam("tid")).order_by(LineItem.id)
+)
+_THREAD_BASE = select(Message.external_id).where(
+    Message.ticket_id == bindparam("tid"),
+    Message.channel == "email",
+    Message.external_id != bindparam("own"),
+    Message.external_id.not_like("local.%"),
+)
+_THREAD_LATEST = _THREAD_BASE.order_by(Message.id.desc()).limit(REFERENCES_LIMIT)
+_THREAD_ROOT = _THREAD_BASE.order_by(Message.id).limit(1)
+_SURVEY = select(Survey.id, Survey.token, Survey.expires_at, Survey.answered_at, Survey.score).where(
+    Survey.id == bindparam("sid")
+)
+_OTHER_OPEN = (
+    select(Ticket.number, Ticket.subject)
+    .where(Ticket.requester_id == bindparam("cid"), Ticket.state == "Abierto", Ticket.id != bindparam("tid"))
+    .order_by(Ticket.id.desc())
+    .limit(10)
+)
+
+
+def load_outbox(conn: Connection, outbox_id: int, *, settings: Settings, catalog: Catalog) -> Notification:
+    """``load_notification`` for a row not claimed (previews, tests of every template).
+
+    Raises:
+        LookupError: no such row (and see ``load_notification``).
+    """
+    row = conn.execute(_OUTBOX, {"oid": outbox_id}).first()
+    if row is None:
+        raise LookupError(f"no notification {outbox_id}")
+    return load_notification(conn, row, settings=settings, catalog=catalog)
+
+
+def load_notification(conn: Connection, row: Row[Any], *, settings: Settings, catalog: Catalog) -> Notification:
+    """Read what the outbox ``row`` needs, in the caller's transaction.
+
+    Parameters:
+        row: the outbox row's ``OUTBOX_COLUMNS`` (as ``UPDATE ... RETURNING`` gives them).
 
     Raises:
         LookupError: the contact is gone, or the template is unknown.
     """
     payload = dict(row.payload or {})
-    contact = session.get(Contact, row.contact_id, options=[selectinload(Contact.emails)]) if row.contact_id else None
-    if contact is None:
+    found = conn.execute(_CONTACT, {"cid": row.contact_id}).first() if row.contact_id else None
+    if found is None:
         raise LookupError(f"notification {row.id} has no contact")
-    ticket = None
-    if row.ticket_id is not None:
-        ticket = session.get(
-            Ticket,
-            row.ticket_id,
-            options=[
-                joinedload(Ticket.vehicle),
-                joinedload(Ticket.provider),
-                joinedload(Ticket.assignee).selectinload(Contact.emails),
-                selectinload(Ticket.line_items),
-            ],
-        )
+    contact = ContactInfo(**found._asdict())
+    ticket = conn.execute(_TICKET, {"tid": row.ticket_id}).first() if row.ticket_id is not None else None
     from_address = (ticket.inbox_address if ticket is not None else None) or settings.primary_inbox
     message_id = make_message_id(row.id, from_address.rsplit("@", 1)[-1], settings.secret_key)
     stage = _stage(catalog, payload, ticket)
+    ticket_view = None
+    if ticket is not None:
+        items = conn.execute(_ITEMS, {"tid": ticket.id}).all()
+        ticket_view = _ticket_view(ticket, items, stage, catalog, settings)
     ctx = NotificationContext(
-        template=renderer_key(row.template, payload, ticket, catalog),
-        ticket=_ticket_view(ticket, stage, catalog, settings) if ticket is not None else None,
+        template=renderer_key(row.template, payload, ticket.pipeline if ticket is not None else None, catalog),
+        ticket=ticket_view,
         recipient=RecipientView(
             name=contact.name or "",
             role="fleet_manager" if row.audience == "fleet_manager" else "requester",
@@ -181,14 +272,16 @@ def load_notification(session: Session, row: Outbox, *, settings: Settings, cata
         whatsapp_template=stage.whatsapp_template if stage is not None and row.template in STAGE_TEMPLATES else None,
     )
     if ticket is not None:
-        note.thread = _thread(session, ticket.id, exclude=message_id)
+        note.thread = _thread(conn, ticket.id, exclude=message_id)
     if row.template == "survey":
-        _add_survey(session, note, ticket, settings)
+        _add_survey(conn, note, ticket, settings)
     elif row.template == "joined_ticket" and ticket is not None:
-        note.context = dataclasses.replace(note.context, other_open_tickets=_other_open(session, ticket, contact))
+        others = [TicketRef(number=n, subject=s or "")
+                  for n, s in conn.execute(_OTHER_OPEN, {"cid": contact.id, "tid": ticket.id})]
+        note.context = dataclasses.replace(note.context, other_open_tickets=others)
     elif row.template == "survey_thanks" and ctx.score is None and payload.get("survey_id"):
-        score = session.scalar(select(Survey.score).where(Survey.id == payload["survey_id"]))
-        note.context = dataclasses.replace(note.context, score=score)
+        survey = conn.execute(_SURVEY, {"sid": payload["survey_id"]}).first()
+        note.context = dataclasses.replace(note.context, score=survey.score if survey else None)
     return note
 
 
@@ -196,37 +289,61 @@ def compose_email(note: Notification, subject: str, text: str, html: str, *, com
                   now: datetime) -> EmailMessage:
     """The message for ``note``: threading headers, RFC 3834 markers, text + HTML parts.
 
+    Headers are encoded here (RFC 2047 words for non-ASCII, folded) and stored as they
+    are (``compat32`` storage): parsing each value back through ``email.headerregistry``
+    would cost more than rendering the templates. The message is serialized with
+    ``outbound.email.WIRE_POLICY`` like any other.
+
     Raises:
         ValueError: the contact has no e-mail address.
     """
     to = note.contact.email
     if not to:
         raise ValueError("the contact has no e-mail address")
-    msg = EmailMessage()
-    msg["From"] = Address(company_name, addr_spec=note.from_address)
-    msg["To"] = Address(note.contact.name or "", addr_spec=to)
-    msg["Subject"] = subject
+    msg = EmailMessage(policy=compat32)
+    msg["From"] = formataddr((company_name, note.from_address), charset="utf-8")
+    msg["To"] = formataddr((note.contact.name or "", to), charset="utf-8")
+    msg["Subject"] = _encoded(subject, "Subject")
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = f"<{note.message_id}>"
     if note.thread:
         msg["In-Reply-To"] = f"<{note.thread[-1]}>"
-        msg["References"] = " ".join(f"<{mid}>" for mid in note.thread)
+        msg["References"] = _encoded(" ".join(f"<{mid}>" for mid in note.thread), "References")
     msg["Reply-To"] = note.from_address
     # RFC 3834: automatic, so that autoresponders (and Exchange) do not answer it.
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
-    msg.set_content(text, cte="quoted-printable")
-    msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    msg["MIME-Version"] = "1.0"
+    msg["Content-Type"] = "multipart/alternative"
+    msg.attach(_text_part("plain", text))
+    msg.attach(_text_part("html", html))
     return msg
+
+
+def _encoded(value: str, name: str) -> str:
+    """``value`` folded, as RFC 2047 encoded words when it is not ASCII."""
+    value = " ".join(value.split())
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    return Header(value, charset, header_name=name).encode(linesep="\n")
+
+
+def _text_part(subtype: str, body: str) -> MIMEPart:
+    """A UTF-8 quoted-printable part, encoded by ``binascii`` (C) rather than
+    ``set_content``'s pure-Python encoder, which costs more than the rest of a send."""
+    part = MIMEPart(policy=compat32)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    part.set_payload(binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii"))
+    return part
 
 
 # -- internals ------------------------------------------------------------------------------
 
 
-def _stage(catalog: Catalog, payload: dict[str, Any], ticket: Ticket | None) -> Stage | None:
+def _stage(catalog: Catalog, payload: dict[str, Any], ticket: Row[Any] | None) -> Stage | None:
     """The stage the message is about: the one entered (payload), else the current one."""
-    pipeline_id = payload.get("pipeline") or (ticket.pipeline if ticket else None)
-    name = payload.get("stage") or (ticket.stage if ticket else None)
+    pipeline_id = payload.get("pipeline") or (ticket.pipeline if ticket is not None else None)
+    name = payload.get("stage") or (ticket.stage if ticket is not None else None)
     if not pipeline_id:
         return None
     try:
@@ -236,73 +353,69 @@ def _stage(catalog: Catalog, payload: dict[str, Any], ticket: Ticket | None) -> 
         return None
 
 
-def _ticket_view(ticket: Ticket, stage: Stage | None, catalog: Catalog, settings: Settings) -> TicketView:
+def _ticket_view(t: Row[Any], items: list[Row[Any]], stage: Stage | None, catalog: Catalog,
+                 settings: Settings) -> TicketView:
     try:
-        label = catalog.get_pipeline(ticket.pipeline).label
+        label = catalog.get_pipeline(t.pipeline).label
     except LookupError:
-        label = ticket.pipeline
-    stage_name = stage.name if stage is not None else ticket.stage
-    state = stage.state if stage is not None else ticket.state
-    warranty = bool(ticket.warranty)
-    items = [
-        LineItemView(
-            kind=_LINE_KINDS.get(item.kind, "servicio"),  # type: ignore[arg-type]
-            description=item.description,
-            quantity=Decimal(item.quantity),
-            unit_price=Decimal(0) if warranty else Decimal(item.unit_price),
-            amount=item.amount,
-        )
-        for item in ticket.line_items
-    ]
-    vehicle = ticket.vehicle
-    provider = ticket.provider
-    assignee = ticket.assignee
+        label = t.pipeline
+    stage_name = stage.name if stage is not None else t.stage
+    state = stage.state if stage is not None else t.state
+    warranty = bool(t.warranty)
+    lines = []
+    for kind, description, quantity, unit_price in items:
+        quantity = Decimal(quantity)
+        price = ZERO if warranty else Decimal(unit_price)
+        lines.append(LineItemView(
+            kind=_LINE_KINDS.get(kind, "servicio"),  # type: ignore[arg-type]
+            description=description, quantity=quantity, unit_price=price,
+            amount=(quantity * price).quantize(CENT),
+        ))
+    assignee = None
+    if t.assignee_id is not None:
+        name = t.assignee_name or t.assignee_email or t.assignee_phone or f"contact {t.assignee_id}"
+        assignee = PersonView(name=name, email=t.assignee_email, phone=t.assignee_phone)
     return TicketView(
-        number=ticket.number,
-        tag=f"[{settings.ticket_prefix}#{ticket.number}]",
-        subject=ticket.subject or "",
-        pipeline_id=ticket.pipeline,
+        number=t.number,
+        tag=f"[{settings.ticket_prefix}#{t.number}]",
+        subject=t.subject or "",
+        pipeline_id=t.pipeline,
         pipeline_label=label,
         stage=stage_name,
         stage_description=stage.description if stage is not None else "",
         state=state,
         portal_status=f"{state}-{stage_name}",
-        kind="service" if ticket.kind == "service" else "attention",
-        opened_at=ticket.created_at,
-        vehicle=VehicleView(vin=vehicle.vin, plate=vehicle.plate, make=vehicle.make, model=vehicle.model,
-                            year=vehicle.year) if vehicle is not None else None,
-        provider=ProviderView(name=provider.name, address=provider.address, phone=provider.phone)
-        if provider is not None else None,
-        appointment_at=ticket.appointment_at,
-        expected_end_at=ticket.expected_end_at,
-        line_items=items,
-        total=sum((i.amount for i in items), Decimal("0.00")),
+        kind="service" if t.kind == "service" else "attention",
+        opened_at=t.created_at,
+        vehicle=VehicleView(vin=t.vin, plate=t.plate, make=t.make, model=t.model, year=t.year)
+        if t.vin is not None else None,
+        provider=ProviderView(name=t.provider_name, address=t.provider_address, phone=t.provider_phone)
+        if t.provider_name is not None else None,
+        appointment_at=t.appointment_at,
+        expected_end_at=t.expected_end_at,
+        line_items=lines,
+        total=sum((line.amount for line in lines), ZERO),
         warranty=warranty,
-        mileage=ticket.mileage,
-        account_executive=PersonView(name=assignee.display(), email=assignee.email, phone=assignee.phone)
-        if assignee is not None else None,
+        mileage=t.mileage,
+        account_executive=assignee,
     )
 
 
-def _thread(session: Session, ticket_id: int, *, exclude: str) -> list[str]:
+def _thread(conn: Connection, ticket_id: int, *, exclude: str) -> list[str]:
     """The root and the latest Message-IDs of the ticket's mail, oldest first."""
-    base = select(Message.external_id).where(
-        Message.ticket_id == ticket_id,
-        Message.channel == "email",
-        Message.external_id != exclude,
-        Message.external_id.not_like("local.%"),
-    )
-    latest = list(session.scalars(base.order_by(Message.id.desc()).limit(REFERENCES_LIMIT)))
+    params = {"tid": ticket_id, "own": exclude}
+    latest = list(conn.execute(_THREAD_LATEST, params).scalars())
     latest.reverse()
     if len(latest) == REFERENCES_LIMIT:
-        root = session.scalar(base.order_by(Message.id).limit(1))
+        root = conn.execute(_THREAD_ROOT, params).scalar()
         if root is not None and root != latest[0]:
             latest = [root, *latest[1:]]
     return latest
 
 
-def _add_survey(session: Session, note: Notification, ticket: Ticket | None, settings: Settings) -> None:
-    survey = session.get(Survey, note.payload.get("survey_id")) if note.payload.get("survey_id") else None
+def _add_survey(conn: Connection, note: Notification, ticket: Row[Any] | None, settings: Settings) -> None:
+    survey_id = note.payload.get("survey_id")
+    survey = conn.execute(_SURVEY, {"sid": survey_id}).first() if survey_id else None
     if survey is None:
         note.cancel_reason = "the survey no longer exists"
         return
@@ -322,13 +435,3 @@ def _add_survey(session: Session, note: Notification, ticket: Ticket | None, set
         note.cancel_reason = "the survey expired before it could be sent"
     elif ticket is not None and ticket.state != "Cerrado":
         note.cancel_reason = "the ticket was reopened before its survey was sent"
-
-
-def _other_open(session: Session, ticket: Ticket, contact: Contact) -> list[TicketRef]:
-    rows = session.execute(
-        select(Ticket.number, Ticket.subject)
-        .where(Ticket.requester_id == contact.id, Ticket.state == "Abierto", Ticket.id != ticket.id)
-        .order_by(Ticket.id.desc())
-        .limit(10)
-    )
-    return [TicketRef(number=number, subject=subject or "") for number, subject in rows]

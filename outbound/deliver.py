@@ -34,9 +34,10 @@ from enum import StrEnum
 from typing import Any
 
 from jinja2 import TemplateError
-from sqlalchemy import and_, insert, or_, update
+from sqlalchemy import and_, bindparam, insert, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.pipelines import Catalog
@@ -48,7 +49,7 @@ from models.outbox import Outbox
 from models.survey import Survey
 from models.ticket import Ticket
 from outbound import whatsapp as wa
-from outbound.compose import Notification, compose_email, load_notification
+from outbound.compose import OUTBOX_COLUMNS, Notification, compose_email, load_notification
 from outbound.email import EmailSender, email_sender
 from outbound.errors import PermanentSendError, SendError, TemporarySendError
 from outbound.render import Renderer
@@ -58,6 +59,50 @@ log = logging.getLogger(__name__)
 #: What a template can throw that no retry will fix.
 RENDER_ERRORS = (TemplateError, LookupError, ValueError, TypeError)
 _FROM_SETTINGS: Any = object()
+
+# The statements of the hot path, built once (building one costs more than running it).
+_CLAIM = (
+    update(Outbox)
+    .where(
+        Outbox.id == bindparam("oid"),
+        or_(
+            and_(Outbox.status == "pending", Outbox.next_attempt_at <= bindparam("now")),
+            and_(Outbox.status == "sending", Outbox.claimed_at < bindparam("stale")),
+        ),
+    )
+    .values(status="sending", claim_token=bindparam("token"), claimed_at=bindparam("now"),
+            attempts=Outbox.attempts + 1)
+    .returning(*OUTBOX_COLUMNS)
+)
+_SENT = (
+    update(Outbox)
+    .where(Outbox.id == bindparam("oid"), Outbox.claim_token == bindparam("token"))
+    .values(status="sent", channel=bindparam("channel"), provider_id=bindparam("provider_id"),
+            sent_at=bindparam("now"), last_error=None, claim_token=None)
+)
+# last_outbound_at is not an edit of the ticket: keep updated_at (it has an onupdate).
+_TOUCH_TICKET = (
+    update(Ticket).where(Ticket.id == bindparam("tid"))
+    .values(last_outbound_at=bindparam("now"), updated_at=Ticket.updated_at)
+)
+_SURVEY_SENT = (
+    update(Survey).where(Survey.id == bindparam("sid")).values(sent_at=bindparam("now"), channel=bindparam("channel"))
+)
+_REPLY_MESSAGE = (
+    update(Message).where(Message.outbox_id == bindparam("oid"))
+    .values(channel=bindparam("channel"), external_id=bindparam("external_id"))
+)
+_MESSAGES = Message.__table__
+_INSERT_MESSAGE = {
+    "postgresql": pg_insert(_MESSAGES).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(_MESSAGES).on_conflict_do_nothing(),
+}
+
+
+def _insert_message(dialect: str) -> Any:
+    """INSERT that ignores a resend of a Message-ID already recorded."""
+    found = _INSERT_MESSAGE.get(dialect)
+    return found if found is not None else insert(_MESSAGES)
 
 
 class Outcome(StrEnum):
@@ -117,6 +162,8 @@ class Deliverer:
         self.email = email or email_sender(settings.outbound_smtp_url, settings.outbox_dir)
         self.whatsapp = wa.WhatsAppSender.from_settings(settings) if whatsapp is _FROM_SETTINGS else whatsapp
         self.rng = rng
+        self.engine: Engine = sessions.kw["bind"]
+        self._claim_ttl = timedelta(seconds=settings.send_claim_seconds)
 
     def close(self) -> None:
         """Close the senders' connections."""
@@ -163,43 +210,31 @@ class Deliverer:
 
     def _claim(self, outbox_id: int, token: str) -> Notification | Outcome:
         now = utcnow()
-        stale = now - timedelta(seconds=self.settings.send_claim_seconds)
-        claim = (
-            update(Outbox)
-            .where(
-                Outbox.id == outbox_id,
-                or_(
-                    and_(Outbox.status == "pending", Outbox.next_attempt_at <= now),
-                    and_(Outbox.status == "sending", Outbox.claimed_at < stale),
-                ),
-            )
-            .values(status="sending", claim_token=token, claimed_at=now, attempts=Outbox.attempts + 1)
-            .returning(Outbox)
-        )
-        with self.sessions.begin() as session:
-            row = session.scalars(claim).one_or_none()
+        params = {"oid": outbox_id, "now": now, "stale": now - self._claim_ttl, "token": token}
+        with self.engine.begin() as conn:
+            row = conn.execute(_CLAIM, params).first()
             if row is None:
                 return Outcome.SKIPPED
             if row.attempts > self.settings.max_send_attempts:
                 # Earlier attempts never finished (a worker died on this row every time).
-                self._finish(row, "failed", f"gave up after {row.attempts - 1} attempts that did not finish")
-                return Outcome.FAILED
+                return self._finish(conn, outbox_id, Outcome.FAILED,
+                                    f"gave up after {row.attempts - 1} attempts that did not finish")
             try:
-                note = load_notification(session, row, settings=self.settings, catalog=self.catalog)
+                note = load_notification(conn, row, settings=self.settings, catalog=self.catalog)
             except LookupError as exc:
-                self._finish(row, "failed", str(exc))
-                return Outcome.FAILED
+                return self._finish(conn, outbox_id, Outcome.FAILED, str(exc))
             if note.cancel_reason:
-                self._finish(row, "cancelled", note.cancel_reason)
-                return Outcome.CANCELLED
+                return self._finish(conn, outbox_id, Outcome.CANCELLED, note.cancel_reason)
         return note
 
     @staticmethod
-    def _finish(row: Outbox, status: str, reason: str) -> None:
-        row.status = status
-        row.last_error = reason
-        row.claim_token = None
-        log.warning("notification %s %s: %s", row.id, status, reason)
+    def _finish(conn: Connection, outbox_id: int, outcome: Outcome, reason: str) -> Outcome:
+        conn.execute(
+            update(Outbox).where(Outbox.id == outbox_id)
+            .values(status=outcome.value, last_error=reason, claim_token=None)
+        )
+        log.warning("notification %s %s: %s", outbox_id, outcome.value, reason)
+        return outcome
 
     # -- send -----------------------------------------------------------------------------
 
@@ -236,59 +271,41 @@ class Deliverer:
 
     def _record_sent(self, note: Notification, token: str, sent: Sent, tried: list[str]) -> Outcome:
         now = utcnow()
-        values: dict[str, Any] = {
-            "status": "sent", "channel": sent.channel, "provider_id": sent.provider_id, "sent_at": now,
-            "last_error": None, "claim_token": None,
-        }
-        if sent.channel != note.channel:
-            values["payload"] = {**note.payload, "tried_channels": tried, "fallback_from": note.channel}
-        with self.sessions.begin() as session:
-            if not self._guarded(session, note, token, values):
+        with self.engine.begin() as conn:
+            if sent.channel == note.channel:
+                done = conn.execute(_SENT, {"oid": note.outbox_id, "token": token, "channel": sent.channel,
+                                            "provider_id": sent.provider_id, "now": now}).rowcount
+            else:
+                done = self._guarded(conn, note, token, {
+                    "status": "sent", "channel": sent.channel, "provider_id": sent.provider_id, "sent_at": now,
+                    "last_error": None, "claim_token": None,
+                    "payload": {**note.payload, "tried_channels": tried, "fallback_from": note.channel},
+                })
+            if not done:
                 log.warning("notification %s was sent, but its claim had been taken over", note.outbox_id)
                 return Outcome.SENT
             if note.ticket_id is not None:
-                session.execute(
-                    update(Ticket)
-                    .where(Ticket.id == note.ticket_id)
-                    .values(last_outbound_at=now, updated_at=Ticket.updated_at)  # not an edit
-                    .execution_options(synchronize_session=False)
-                )
-                self._record_message(session, note, sent, now)
+                conn.execute(_TOUCH_TICKET, {"tid": note.ticket_id, "now": now})
+                self._record_message(conn, note, sent, now)
             if note.survey_id is not None:
-                session.execute(
-                    update(Survey)
-                    .where(Survey.id == note.survey_id)
-                    .values(sent_at=now, channel=sent.channel)
-                    .execution_options(synchronize_session=False)
-                )
+                conn.execute(_SURVEY_SENT, {"sid": note.survey_id, "now": now, "channel": sent.channel})
         return Outcome.SENT
 
-    def _record_message(self, session: Session, note: Notification, sent: Sent, now: datetime) -> None:
+    def _record_message(self, conn: Connection, note: Notification, sent: Sent, now: datetime) -> None:
         """The notification as an outbound message of the ticket; a staff reply already has
         its message (``helpdesk reply``), which gets the real id."""
         if note.template == "reply":
-            found = session.execute(
-                update(Message)
-                .where(Message.outbox_id == note.outbox_id)
-                .values(channel=sent.channel, external_id=sent.provider_id)
-                .execution_options(synchronize_session=False)
-            )
+            found = conn.execute(_REPLY_MESSAGE, {"oid": note.outbox_id, "channel": sent.channel,
+                                                  "external_id": sent.provider_id})
             if found.rowcount:
                 return
-        values = {
+        conn.execute(_insert_message(conn.dialect.name), {
             "ticket_id": note.ticket_id, "channel": sent.channel, "direction": "out",
             "external_id": sent.provider_id, "sender": f"{self.settings.company_name} <{note.from_address}>",
             "subject": sent.subject, "text": sent.text, "threaded_by": "notification",
-            "outbox_id": note.outbox_id, "created_at": now,
-        }
-        dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            stmt = pg_insert(Message).values(values).on_conflict_do_nothing()
-        elif dialect == "sqlite":
-            stmt = sqlite_insert(Message).values(values).on_conflict_do_nothing()
-        else:  # another database: a resend of the same Message-ID is the only conflict
-            stmt = insert(Message).values(values)
-        session.execute(stmt)
+            "outbox_id": note.outbox_id, "created_at": now, "reply_text": None, "html": None,
+            "contact_id": None, "raw_id": None, "forwarded_by": None,
+        })
 
     def _retry(self, note: Notification, token: str, channel: str, exc: SendError, tried: list[str],
                earlier: str | None = None) -> Outcome:
@@ -303,8 +320,8 @@ class Deliverer:
         }
         if channel != note.channel:
             values["payload"] = {**note.payload, "tried_channels": tried, "fallback_from": note.channel}
-        with self.sessions.begin() as session:
-            self._guarded(session, note, token, values)
+        with self.engine.begin() as conn:
+            self._guarded(conn, note, token, values)
         log.info("notification %s: temporary failure (%s); retry in %.1fs", note.outbox_id, reason, delay)
         return Outcome.RETRY
 
@@ -312,19 +329,16 @@ class Deliverer:
         values: dict[str, Any] = {"status": "failed", "last_error": reason, "claim_token": None, "channel": channel}
         if tried:
             values["payload"] = {k: v for k, v in note.payload.items() if k != "tried_channels"}
-        with self.sessions.begin() as session:
-            self._guarded(session, note, token, values)
+        with self.engine.begin() as conn:
+            self._guarded(conn, note, token, values)
         log.warning("notification %s failed: %s", note.outbox_id, reason)
         return Outcome.FAILED
 
     @staticmethod
-    def _guarded(session: Session, note: Notification, token: str, values: dict[str, Any]) -> bool:
+    def _guarded(conn: Connection, note: Notification, token: str, values: dict[str, Any]) -> bool:
         """Apply ``values`` only while our claim holds; False when another worker took it."""
-        result = session.execute(
-            update(Outbox)
-            .where(Outbox.id == note.outbox_id, Outbox.claim_token == token)
-            .values(values)
-            .execution_options(synchronize_session=False)
+        result = conn.execute(
+            update(Outbox).where(Outbox.id == note.outbox_id, Outbox.claim_token == token).values(values)
         )
         return result.rowcount == 1
 

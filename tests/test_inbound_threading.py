@@ -283,3 +283,30 @@ def test_a_valid_number_that_does_not_exist_is_ignored(rt: Runtime) -> None:
     deliver(rt, mail(subject=f"[JHL#{make_number(55555)}] hola"))
     [ticket] = tickets(rt)
     assert ticket.linked_number is None
+
+
+def test_the_same_mail_by_two_doors_at_once_is_one_message_and_one_ticket(rt: Runtime) -> None:
+    import threading
+
+    mails = [mail(sender=f"u{i}@cliente.mx", subject=f"Solicitud {i}") for i in range(20)]
+    smtp_ids = [keep_raw(rt.sessions, source="smtp", data=m) for m in mails]
+    imap_ids = [keep_raw(rt.sessions, source="imap", data=m) for m in mails]
+    errors: list[BaseException] = []
+
+    def run(ids: list[int]) -> None:
+        processor = Processor(rt.sessions, rt.settings, rt.catalog)
+        try:
+            for raw_id in ids:
+                processor.process(raw_id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(ids,)) for ids in (smtp_ids, imap_ids)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert count(rt, Message) == 20 and count(rt, Ticket) == 20 and count(rt, Outbox) == 20
+    with rt.transaction() as s:
+        assert {r.status for r in s.scalars(select(RawMessage))} == {"done"}

@@ -17,11 +17,10 @@ import logging
 import queue
 import threading
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from inbound.media import RetryPolicy, fetch_pending_media
-from inbound.process import STALE_CLAIM, Processor
-from models.base import utcnow
+from inbound.process import BATCH, Processor
 from models.message import RawMessage
 from worker.runtime import Runtime
 
@@ -88,26 +87,21 @@ class InboundPump:
         except Exception:
             log.exception("inbound pump: work failed; the next sweep retries it")
 
-    def pending_ids(self, limit: int = 500) -> list[int]:
-        stale = utcnow() - STALE_CLAIM
+    def pending_ids(self, limit: int = 5000) -> list[int]:
         with self.runtime.sessions() as session:
             return list(session.scalars(
                 select(RawMessage.id)
-                .where(
-                    RawMessage.source == SOURCE,
-                    or_(RawMessage.status == "pending",
-                        (RawMessage.status == "processing") & (RawMessage.claimed_at < stale)),
-                )
+                .where(RawMessage.source == SOURCE, RawMessage.status == "pending")
                 .order_by(RawMessage.id)
                 .limit(limit)
             ))
 
     def sweep(self) -> int:
         """Process pending WhatsApp rows and fetch due media; returns rows handled."""
+        ids = self.pending_ids()
         handled = 0
-        for raw_id in self.pending_ids():
-            if self.processor.process(raw_id) is not None:
-                handled += 1
+        for i in range(0, len(ids), BATCH):
+            handled += len(self.processor.process_batch(ids[i:i + BATCH]))
         self.fetch_media()
         return handled
 

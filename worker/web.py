@@ -108,6 +108,7 @@ _TWIML_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"description": "Could not store now; Twilio retries.",
           "content": {"text/plain": {"schema": {"type": "string"}}}},
 }
+_WHATSAPP_RESPONSES = {k: v for k, v in _TWIML_RESPONSES.items() if k != 400}
 _HTML = {"text/html": {"schema": {"type": "string"}}}
 _PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The page.", "content": _HTML},
@@ -237,7 +238,7 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
     app.state.pump = worker
     company = runtime.settings.company_name
 
-    @app.post("/webhooks/twilio/whatsapp", response_class=Response, responses=_TWIML_RESPONSES,
+    @app.post("/webhooks/twilio/whatsapp", response_class=Response, responses=_WHATSAPP_RESPONSES,
               openapi_extra=_fields(WHATSAPP_FIELDS, ("MessageSid", "From")), summary="Inbound WhatsApp message")
     async def whatsapp_webhook(request: Request, x_twilio_signature: Signature = None) -> Response:
         """Keep the message and answer; threading runs after the answer."""

@@ -1,0 +1,165 @@
+"""Ingest benchmark: mail over SMTP into `helpdesk smtp` on PostgreSQL, against an
+aiosmtpd server whose handler does nothing, fed by the same client in the same run.
+
+Prints one JSON line: accept_per_s, baseline_per_s, accept_ratio, p50_ms, p99_ms
+(per-message SMTP transaction latency), threaded_per_s (rate at which accepted mail ends
+up threaded and stored), parse_floor_per_s (a bare message_from_bytes(policy=default) +
+walk over the same mails), thread_ratio.
+
+Usage: python bench/ingest.py [--messages N] [--connections K] [--runs R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from email import message_from_bytes, policy
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg  # noqa: E402
+
+from bench.common import HELPDESK, env_with, free_port, median, percentile, scratch_database, wait_port  # noqa: E402
+from tests.mailbuilder import mail  # noqa: E402
+
+INBOX = "soporte@jhleasing.mx"
+BASELINE = """
+import sys, time
+from aiosmtpd.controller import Controller
+class Nothing:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+c = Controller(Nothing(), hostname="127.0.0.1", port=int(sys.argv[1]))
+c.start()
+time.sleep(10**6)
+"""
+
+
+def make_mails(n: int, run: int) -> list[bytes]:
+    """Half new requests, half replies (In-Reply-To) to a request of the same batch."""
+    mails: list[bytes] = []
+    firsts: list[str] = []
+    for i in range(n):
+        if i % 2 == 0:
+            mid = f"r{run}.n{i}@cliente.mx"
+            firsts.append(mid)
+            mails.append(mail(sender=f"usuario{run}_{i}@cliente.mx", subject=f"Servicio unidad {run}-{i}",
+                              message_id=f"<{mid}>", body="Buen día, la unidad necesita servicio preventivo. " * 8))
+        else:
+            parent = firsts[-1]
+            mails.append(mail(sender=f"usuario{run}_{i - 1}@cliente.mx", subject=f"Re: Servicio unidad {run}-{i - 1}",
+                              message_id=f"<r{run}.r{i}@cliente.mx>", in_reply_to=parent,
+                              body="Gracias, quedo atento.\n\nEl lun, 3 mar 2025 a las 10:12, Soporte escribió:\n> Hola"))
+    return mails
+
+
+def send_all(port: int, mails: list[bytes], connections: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    chunks = [mails[i::connections] for i in range(connections)]
+
+    def client(chunk: list[bytes]) -> None:
+        own: list[float] = []
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+            for data in chunk:
+                t0 = time.perf_counter()
+                smtp.sendmail("usuario@cliente.mx", [INBOX], data)
+                own.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(own)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in chunks]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, latencies
+
+
+def parse_floor(mails: list[bytes]) -> float:
+    start = time.perf_counter()
+    for data in mails:
+        msg = message_from_bytes(data, policy=policy.default)
+        for part in msg.walk():
+            part.get_content_type()
+    return len(mails) / (time.perf_counter() - start)
+
+
+def wait_threaded(url: str, total: int, timeout: float = 600) -> float:
+    """Seconds until `total` raw messages are processed (done or quarantined)."""
+    start = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.perf_counter() - start < timeout:
+            (left,) = conn.execute(
+                "SELECT count(*) FROM raw_messages WHERE status NOT IN ('done', 'quarantined')").fetchone()
+            (kept,) = conn.execute("SELECT count(*) FROM raw_messages").fetchone()
+            if kept >= total and left == 0:
+                return time.perf_counter() - start
+            time.sleep(0.02)
+    raise RuntimeError("threading did not finish")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    with scratch_database() as url:
+        port, base_port = free_port(), free_port()
+        env = env_with(database_url=url, smtp_listen=f"127.0.0.1:{port}", inbox_addresses=INBOX,
+                       log_level="WARNING")
+        product = subprocess.Popen([HELPDESK, "smtp"], env=env, stderr=subprocess.DEVNULL)
+        baseline = subprocess.Popen([sys.executable, "-c", BASELINE, str(base_port)])
+        try:
+            wait_port("127.0.0.1", port)
+            wait_port("127.0.0.1", base_port)
+            send_all(port, make_mails(50, 999), args.connections)  # warm-up
+            send_all(base_port, make_mails(50, 999), args.connections)
+            wait_threaded(url, 50)
+            accept, base, lat, threaded, floors = [], [], [], [], []
+            total = 50
+            for run in range(args.runs):
+                mails = make_mails(args.messages, run)
+                t_base, _ = send_all(base_port, mails, args.connections)
+                base.append(len(mails) / t_base)
+                start = time.perf_counter()
+                t_prod, lats = send_all(port, mails, args.connections)
+                accept.append(len(mails) / t_prod)
+                lat.extend(lats)
+                total += len(mails)
+                wait_threaded(url, total)
+                threaded.append(len(mails) / (time.perf_counter() - start))
+                floors.append(parse_floor(mails))
+        finally:
+            product.terminate()
+            baseline.terminate()
+            product.wait(10)
+            baseline.wait(10)
+    result = {
+        "benchmark": "ingest",
+        "messages": args.messages, "connections": args.connections, "runs": args.runs,
+        "accept_per_s": round(median(accept), 1),
+        "baseline_per_s": round(median(base), 1),
+        "accept_ratio": round(median(accept) / median(base), 3),
+        "p50_ms": round(percentile(lat, 50) * 1000, 2),
+        "p99_ms": round(percentile(lat, 99) * 1000, 2),
+        "threaded_per_s": round(median(threaded), 1),
+        "parse_floor_per_s": round(median(floors), 1),
+        "thread_ratio": round(median(threaded) / median(floors), 3),
+        "machine": f"{platform.machine()} {platform.python_version()} cores={__import__('os').cpu_count()}",
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

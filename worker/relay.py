@@ -1,0 +1,253 @@
+"""The relay from the outbox to the broker: publish after commit, sweep what was missed.
+
+* ``Relay.publish`` is installed with ``models.notify.install_publisher``: right after a
+  transaction that planned notifications commits, their ids go to the broker. It never
+  raises into the committing code: with Redis down it logs, stops trying for a few
+  seconds (so a burst of commits does not pay a failed connection each), and leaves the
+  rows to the sweeper.
+* ``Sweeper`` is a thread of ``helpdesk worker`` (and ``helpdesk run``) that every
+  ``SWEEP_INTERVAL_SECONDS`` asks the database, not Redis, what should be on the queue:
+  rows ``pending`` and due (this is also what fires a delayed survey and a retry after
+  backoff), and rows ``sending`` whose claim expired (a worker died mid-send). Rows
+  become eligible a grace period after they are due, so that what was just published is
+  not queued twice; a duplicate is harmless anyway (the send step claims the row).
+* ``OutboundService`` starts and stops the whole chain in one process: broker, the
+  ``send_notification`` actor, Dramatiq's ``Worker`` threads, publisher and sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+from dramatiq import Broker
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings
+from models.base import utcnow
+from models.notify import install_publisher
+from models.outbox import Outbox
+from outbound.deliver import Deliverer
+from worker.actors import declare
+from worker.broker import close_broker, make_broker
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[int], Any]
+
+
+class Relay:
+    """Sends outbox ids to the broker; see the module docstring.
+
+    Parameters:
+        send: puts one id on the queue (``actor.send``); may raise.
+        pause_seconds: after a failure, how long ``publish`` leaves the work to the sweeper.
+    """
+
+    def __init__(self, send: Enqueue, *, pause_seconds: float = 5.0) -> None:
+        self._send = send
+        self.pause_seconds = pause_seconds
+        self._paused_until = 0.0
+        self.closed = False
+
+    def install(self, sessions: sessionmaker[Session]) -> None:
+        """Publish the new outbox ids of every commit of ``sessions``."""
+        install_publisher(sessions, self.publish)
+
+    def retarget(self, send: Enqueue) -> None:
+        """Send to another queue from now on (and try it at once)."""
+        self._send = send
+        self._paused_until = 0.0
+
+    def close(self) -> None:
+        """Stop publishing (the session listeners cannot be removed; they become no-ops)."""
+        self.closed = True
+
+    def publish(self, ids: Iterable[int]) -> None:
+        """Enqueue ``ids``; never raises (see the module docstring)."""
+        if self.closed or time.monotonic() < self._paused_until:
+            return
+        for outbox_id in ids:
+            if not self.enqueue(outbox_id):
+                self._paused_until = time.monotonic() + self.pause_seconds
+                return
+
+    def enqueue(self, outbox_id: int) -> bool:
+        """Put one id on the queue; False (logged) when the broker is unreachable."""
+        try:
+            self._send(outbox_id)
+        except Exception as exc:  # any broker failure: the sweeper will catch up
+            log.warning("cannot enqueue notification %s (%s: %s); the sweeper will retry",
+                        outbox_id, type(exc).__name__, exc)
+            return False
+        return True
+
+
+class Sweeper:
+    """Re-enqueues due and abandoned rows from the database; see the module docstring.
+
+    Parameters:
+        sessions, settings: the runtime's.
+        enqueue: returns False when the broker is down (the sweep then stops early).
+        interval: seconds between sweeps; default ``SWEEP_INTERVAL_SECONDS``.
+        grace: seconds a due row waits for its publication before the sweeper takes it;
+            default: one interval.
+        batch: most ids per sweep.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        enqueue: Callable[[int], bool],
+        *,
+        interval: float | None = None,
+        grace: float | None = None,
+        batch: int = 1000,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.enqueue = enqueue
+        self.interval = settings.sweep_interval_seconds if interval is None else interval
+        self.grace = self.interval if grace is None else grace
+        self.batch = batch
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def due_ids(self) -> list[int]:
+        """Ids that should be on the queue now, oldest due first."""
+        now = utcnow()
+        due = now - timedelta(seconds=self.grace)
+        stale = now - timedelta(seconds=self.settings.send_claim_seconds)
+        query = (
+            select(Outbox.id)
+            .where(
+                or_(
+                    and_(Outbox.status == "pending", Outbox.next_attempt_at <= due),
+                    and_(Outbox.status == "sending", Outbox.claimed_at < stale),
+                )
+            )
+            .order_by(Outbox.next_attempt_at, Outbox.id)
+            .limit(self.batch)
+        )
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
+    def sweep(self) -> int:
+        """One pass; returns how many ids were enqueued."""
+        count = 0
+        for outbox_id in self.due_ids():
+            if not self.enqueue(outbox_id):
+                break
+            count += 1
+        if count:
+            log.info("sweeper re-enqueued %d notification(s)", count)
+        return count
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="outbox-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception:  # the database is down: try again next time
+                log.exception("outbox sweep failed")
+
+
+class OutboundService:
+    """Broker, actor, worker threads, publisher and sweeper of one process.
+
+    Parameters:
+        runtime: a ``worker.runtime.Runtime``.
+        broker: from ``worker.broker``.
+        threads: Dramatiq worker threads (each with its own SMTP connection).
+        consume: run worker threads (False: only publish and sweep, e.g. the parent of
+            ``helpdesk worker --processes N``).
+        sweep: run the sweeper (only one process of a deployment needs it).
+        publish: install the after-commit publisher on ``runtime.sessions``.
+        worker_timeout_ms: how long an idle consumer waits between polls of the queue.
+        deliverer: default: one built from the runtime's settings.
+        sweep_interval, sweep_grace: see ``Sweeper``.
+    """
+
+    def __init__(
+        self,
+        runtime: Any,
+        broker: Broker,
+        *,
+        threads: int = 8,
+        consume: bool = True,
+        sweep: bool = True,
+        publish: bool = True,
+        worker_timeout_ms: int = 1000,
+        deliverer: Deliverer | None = None,
+        sweep_interval: float | None = None,
+        sweep_grace: float | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.broker = broker
+        self.deliverer = deliverer or Deliverer(runtime.sessions, runtime.settings, runtime.catalog)
+        self.actor = declare(broker, self.deliverer)
+        self.relay = Relay(self.actor.send)
+        self.publish = publish
+        self.sweeper = (
+            Sweeper(runtime.sessions, runtime.settings, self.relay.enqueue, interval=sweep_interval,
+                    grace=sweep_grace)
+            if sweep else None
+        )
+        self.worker = (
+            dramatiq.Worker(broker, worker_threads=threads, worker_timeout=worker_timeout_ms) if consume else None
+        )
+        self._started = False
+
+    @classmethod
+    def redis(cls, runtime: Any, *, namespace: str | None = None, **kwargs: Any) -> OutboundService:
+        """On the Redis broker of the settings (``helpdesk worker``)."""
+        return cls(runtime, make_broker(runtime.settings, namespace=namespace), **kwargs)
+
+    @classmethod
+    def embedded(cls, runtime: Any, **kwargs: Any) -> OutboundService:
+        """On an in-process broker (``helpdesk run``: nothing to install)."""
+        return cls(runtime, make_broker(runtime.settings, embedded=True), **kwargs)
+
+    def start(self) -> OutboundService:
+        if self.publish:
+            self.relay.install(self.runtime.sessions)
+        if self.worker is not None:
+            self.worker.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
+        self._started = True
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop publishing, sweeping and consuming; let sends in progress finish."""
+        self.relay.close()
+        if self.sweeper is not None:
+            self.sweeper.stop(timeout)
+        if self.worker is not None and self._started:
+            self.worker.stop(timeout=int(timeout * 1000))
+        self._started = False
+        self.deliverer.close()
+        close_broker(self.broker)
+
+    def __enter__(self) -> OutboundService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
