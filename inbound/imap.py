@@ -293,26 +293,40 @@ class ImapPoller:
                 client.shutdown()
 
     def _sync(self, client: IMAPClient) -> int:
-        """Keep every message after the cursor, batch by batch; returns how many."""
+        """Keep every message after the cursor, batch by batch; returns how many.
+
+        It loops until a search finds nothing new and no ``EXISTS`` came with it: mail
+        the server announced during our FETCH, STORE or SEARCH is not announced again
+        when IDLE starts, so leaving it for IDLE would leave it until the next delivery.
+        """
         validity = self._validity  # fixed while the mailbox is selected (RFC 3501 2.3.1.1)
         last_uid = self._cursor(validity)
-        client.noop()  # a selected mailbox shows other connections' mail only after a sync
-        new = [uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid]
-        if not new:
-            return 0
+        announced = client._imap.untagged_responses  # what imapclient's commands left unread
+        total = 0
+        while True:
+            announced.clear()
+            client.noop()  # a selected mailbox shows other connections' mail only after a sync
+            new = sorted(uid for uid in client.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
+            if not new and "EXISTS" not in announced:
+                return total
+            if new:
+                total += self._take_all(client, validity, last_uid, new)
+                last_uid = new[-1]
+
+    def _take_all(self, client: IMAPClient, validity: int, last_uid: int, new: list[int]) -> int:
+        """Keep ``new`` in batches bounded by count and by bytes."""
         sizes = client.fetch(new, [b"RFC822.SIZE"])
         total = 0
         batch: list[int] = []
         batch_bytes = 0
-        for uid in sorted(new):
+        for uid in new:
             size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
             if batch and (len(batch) >= self.batch_size or batch_bytes + size > self.batch_bytes):
                 total += self._take(client, validity, last_uid, batch)
                 last_uid, batch, batch_bytes = batch[-1], [], 0
             batch.append(uid)
             batch_bytes += size
-        total += self._take(client, validity, last_uid, batch)
-        return total
+        return total + self._take(client, validity, last_uid, batch)
 
     def _cursor(self, validity: int) -> int:
         """The last UID kept, after starting over when the UIDVALIDITY changed."""

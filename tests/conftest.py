@@ -117,7 +117,9 @@ def rt(make_settings: Callable[..., Settings]) -> Iterator[Runtime]:
 
 
 @pytest.fixture
-def cli_env(make_settings: Callable[..., Settings], database_url: str, tmp_path: Path) -> dict[str, str]:
+def cli_env(
+    make_settings: Callable[..., Settings], database_url: str, tmp_path: Path, redis_namespace: str
+) -> dict[str, str]:
     """Environment for running the real ``helpdesk`` command in a subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_")}
     env.update(
@@ -126,6 +128,8 @@ def cli_env(make_settings: Callable[..., Settings], database_url: str, tmp_path:
         HELPDESK_STAFF_DOMAINS="jhleasing.mx",
         HELPDESK_OUTBOX_DIR=str(tmp_path / "outbox"),
         HELPDESK_SECRET_KEY="test-secret",
+        HELPDESK_REDIS_URL=REDIS_URL,
+        HELPDESK_REDIS_NAMESPACE=redis_namespace,
     )
     return env
 

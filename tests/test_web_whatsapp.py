@@ -185,3 +185,29 @@ def test_a_message_with_nothing_to_read_opens_nothing(web: WebApp) -> None:
     assert (count(web.rt, Ticket), count(web.rt, Message), count(web.rt, Outbox)) == (0, 0, 0)
     with web.rt.sessions() as s:
         assert s.scalars(select(RawMessage)).one().status == "done"
+
+
+def test_the_same_sid_threaded_by_two_processors_at_once_is_stored_once(rt: Runtime) -> None:
+    import threading
+    from urllib.parse import urlencode
+
+    from inbound.process import Processor
+
+    for round_ in range(8):
+        body = urlencode(inbound(body=f"Mensaje repetido {round_}")).encode()
+        ids = [keep_raw(rt.sessions, source="whatsapp", data=body, envelope_from=WA_FROM) for _ in range(2)]
+        barrier = threading.Barrier(2)
+        outcomes: list[str | None] = []
+
+        def work(raw_id: int) -> None:
+            processor = Processor(rt.sessions, rt.settings, rt.catalog)
+            barrier.wait()
+            outcomes.append(processor.process(raw_id))
+
+        threads = [threading.Thread(target=work, args=(raw_id,)) for raw_id in ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sum(1 for o in outcomes if o and o.startswith("duplicate")) == 1, outcomes
+    assert (count(rt, Message), count(rt, Ticket)) == (8, 1)

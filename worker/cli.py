@@ -40,17 +40,28 @@ def emit(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=None, default=str))
 
 
-def runtime(ctx: click.Context) -> Runtime:
-    """The process's runtime, built on first use and closed with the command."""
-    obj = ctx.find_root().ensure_object(dict)
+def runtime(ctx: click.Context, *, publish: bool = False) -> Runtime:
+    """The process's runtime, built on first use and closed with the command.
+
+    ``publish``: the command writes outbox rows; hand their ids to the broker right after
+    the commit (if Redis is down the worker's sweeper sends them anyway).
+    """
+    root = ctx.find_root()
+    obj = root.ensure_object(dict)
     if "runtime" not in obj:
         try:
             rt = Runtime.build()
         except PipelineError as exc:
             raise CommandError(str(exc)) from exc
         obj["runtime"] = rt
-        ctx.find_root().call_on_close(rt.close)
-    return obj["runtime"]
+        root.call_on_close(rt.close)
+    rt = obj["runtime"]
+    if publish and "publisher" not in obj:
+        from worker.relay import OutboundService
+
+        obj["publisher"] = OutboundService.redis(rt, consume=False, sweep=False).start()
+        root.call_on_close(lambda: obj["publisher"].stop(timeout=5))
+    return rt
 
 
 def ticket_or_fail(session: Any, number: int) -> Ticket:
@@ -117,7 +128,7 @@ def open_cmd(ctx: click.Context, pipeline_id: str, subject: str, text: str, emai
     """
     if not email and not phone:
         raise CommandError("give --email or --phone for the requester")
-    rt = runtime(ctx)
+    rt = runtime(ctx, publish=True)
     try:
         rt.catalog.get_pipeline(pipeline_id)
         e164 = normalize_phone(phone) if phone else None
@@ -201,7 +212,7 @@ def show(ctx: click.Context, number: int, as_json: bool) -> None:
 @click.pass_context
 def stage(ctx: click.Context, number: int, stage: str, note: str | None, by: str | None) -> None:
     """Move a ticket to STAGE of its pipeline (notifies when the stage says so)."""
-    rt = runtime(ctx)
+    rt = runtime(ctx, publish=True)
     with rt.transaction() as session:
         ticket = ticket_or_fail(session, number)
         try:
@@ -224,7 +235,7 @@ def reply(ctx: click.Context, number: int, text: str, by: str | None) -> None:
     """Write to the ticket's requester on their channel."""
     from models.notify import enqueue
 
-    rt = runtime(ctx)
+    rt = runtime(ctx, publish=True)
     with rt.transaction() as session:
         ticket = ticket_or_fail(session, number)
         if ticket.requester is None:
@@ -247,7 +258,7 @@ def reply(ctx: click.Context, number: int, text: str, by: str | None) -> None:
 @click.pass_context
 def outbox(ctx: click.Context, retry_id: int | None, status: str | None, limit: int, as_json: bool) -> None:
     """Notifications and their delivery status."""
-    rt = runtime(ctx)
+    rt = runtime(ctx, publish=True)
     if retry_id is not None:
         from models.outbox import retry as retry_row
 

@@ -35,7 +35,7 @@ def smtp(ctx: click.Context, listen: str | None) -> None:
     from inbound.smtp import make_controller
 
     setup_logging()
-    rt = runtime(ctx)
+    rt = runtime(ctx, publish=True)  # acknowledgements go to the broker after each commit
     background = BackgroundProcessor(processor_for(ctx)).start()
     controller = make_controller(rt.settings, rt.sessions, background.submit, listen)
     controller.start()
@@ -66,7 +66,7 @@ def ingest(ctx: click.Context, files: tuple[Path, ...], recipient: str | None, s
     Exits 0 once every message is kept, 75 (EX_TEMPFAIL) when one could not be kept now,
     so the MTA retries. Threading runs right after, on what was kept.
     """
-    rt = runtime(ctx)
+    rt = runtime(ctx, publish=True)
     blobs: list[tuple[str, bytes]] = []
     if files:
         for path in files:
