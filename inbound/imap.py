@@ -1,7 +1,5 @@
 """The IMAP door (imapclient): take new mail from a mailbox, keep it, then mark it.
 
-Why it is shaped this way:
-
 - The cursor (UIDVALIDITY, last UID) lives in ``MailboxState`` and advances in the same
   transaction that keeps a batch of raw messages, so a restart or a crash neither skips
   nor repeats a message. A new UIDVALIDITY means the UIDs were renumbered: everything is
@@ -122,6 +120,7 @@ class ImapPoller:
         if not settings.imap_url:
             raise ValueError("HELPDESK_IMAP_URL is not set")
         self.target = ImapTarget.parse(settings.imap_url)
+        self.key = self.target.key
         self.sessions = sessions
         self.on_kept = on_kept
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -140,12 +139,7 @@ class ImapPoller:
         self._renew_at = 0.0  # monotonic time of the next lease renewal
         self._row_ready = False
         self._validity = 0
-
-    # -- public --------------------------------------------------------------------------
-
-    @property
-    def key(self) -> str:
-        return self.target.key
+        self._unmarked: tuple[int, list[int]] | None = None  # kept, but the marking failed
 
     def poll_once(self) -> int:
         """Take what is new now, if this poller can hold the lease; returns how many.
@@ -179,14 +173,10 @@ class ImapPoller:
                 except LeaseLost:
                     log.warning("%s: lease taken over by another poller", self.key)
                     self._drop()
-                except TemporaryFailure as exc:
-                    log.warning("%s: %s; retrying in %.1fs", self.key, exc, delay)
-                    stop.wait(delay)
-                    delay = min(delay * 2, self.backoff_max)
-                except CONNECTION_ERRORS as exc:
-                    log.warning("%s: IMAP connection failed (%s: %s); reconnecting in %.1fs",
-                                self.key, type(exc).__name__, exc, delay)
-                    self._drop()
+                except (TemporaryFailure, *CONNECTION_ERRORS) as exc:
+                    log.warning("%s: %s: %s; retrying in %.1fs", self.key, type(exc).__name__, exc, delay)
+                    if not isinstance(exc, TemporaryFailure):  # the database's: keep the connection
+                        self._drop()
                     stop.wait(delay)
                     delay = min(delay * 2, self.backoff_max)
         finally:
@@ -194,13 +184,10 @@ class ImapPoller:
 
     def close(self) -> None:
         """Log out and release the lease so that another poller takes over at once."""
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.logout()
-            except Exception:  # the server is gone already: just close the socket
-                with contextlib.suppress(Exception):
-                    client.shutdown()
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # the server may be gone already
+                self._client.logout()
+            self._drop()
         try:
             with self._transaction() as session:
                 session.execute(
@@ -217,8 +204,6 @@ class ImapPoller:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- the lease -----------------------------------------------------------------------
-
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Session]:
         try:
@@ -228,22 +213,17 @@ class ImapPoller:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
             raise TemporaryFailure(f"database unavailable: {reason}") from exc
 
-    def _ensure_row(self) -> None:
-        if self._row_ready:
-            return
-        try:
-            with self.sessions.begin() as session:
-                if session.get(MailboxState, self.key) is None:
-                    session.add(MailboxState(mailbox=self.key, last_uid=0, version=0))
-        except IntegrityError:
-            pass  # another poller created it at the same moment
-        except SQLAlchemyError as exc:
-            raise TemporaryFailure(f"database unavailable: {exc}") from exc
-        self._row_ready = True
-
     def _take_lease(self) -> bool:
         """Take or renew the lease (compare-and-set); True when this poller holds it."""
-        self._ensure_row()
+        if not self._row_ready:
+            try:
+                with self._transaction() as session:
+                    if session.get(MailboxState, self.key) is None:
+                        session.add(MailboxState(mailbox=self.key, last_uid=0, version=0))
+            except TemporaryFailure as exc:
+                if not isinstance(exc.__cause__, IntegrityError):  # else: a racing poller made it
+                    raise
+            self._row_ready = True
         now = utcnow()
         with self._transaction() as session:
             held = session.execute(
@@ -263,8 +243,6 @@ class ImapPoller:
     def _renew_if_due(self) -> None:
         if time.monotonic() >= self._renew_at and not self._take_lease():
             raise LeaseLost(self.key)
-
-    # -- IMAP ----------------------------------------------------------------------------
 
     def _connected(self) -> IMAPClient:
         if self._client is not None:
@@ -301,6 +279,10 @@ class ImapPoller:
         """
         validity = self._validity  # fixed while the mailbox is selected (RFC 3501 2.3.1.1)
         last_uid = self._cursor(validity)
+        if self._unmarked is not None:  # kept before the connection dropped: mark them now
+            if self._unmarked[0] == validity:
+                self._mark(client, self._unmarked[1])
+            self._unmarked = None
         announced = client._imap.untagged_responses  # what imapclient's commands left unread
         total = 0
         while True:
@@ -370,7 +352,9 @@ class ImapPoller:
                     self.on_kept(raw_id)
                 except Exception:  # kept already: the pending sweep processes it
                     log.exception("could not schedule processing of raw %s", raw_id)
+        self._unmarked = (validity, uids)
         self._mark(client, uids)
+        self._unmarked = None
         log.info("%s: kept %d message(s), UIDs %s..%s", self.key, len(ids), uids[0], uids[-1])
         return len(ids)
 
@@ -388,9 +372,8 @@ class ImapPoller:
     def _wait_for_mail(self, client: IMAPClient, stop: threading.Event) -> None:
         """Return when new mail may be there, renewing the lease meanwhile.
 
-        With IDLE: on any untagged response or an early wake-up (which is how imapclient
-        reports a closed connection; the poll that follows finds out), and at the latest
-        after ``idle_seconds`` so that IDLE is re-issued before servers time it out.
+        With IDLE: on any response, or an early wake-up without one (how imapclient shows
+        a closed connection: the poll that follows finds out), or after ``idle_seconds``.
         """
         step = 0.5
         if not client.has_capability("IDLE"):
@@ -415,12 +398,10 @@ class ImapPoller:
 
 
 def _buffered(client: IMAPClient) -> bool:
-    """Whether the server's lines already sit in the client's read buffer.
+    """Whether server lines already sit in imaplib's read buffer, unseen by ``idle_check``.
 
-    ``idle_check`` only polls the socket, so an ``EXISTS`` that arrived in the same packet
-    as IDLE's ``+ idling`` (mail delivered between our search and the IDLE) would wait
-    unseen until the next packet: up to the whole IDLE period. Peeking the buffered
-    reader with the socket non-blocking sees it without consuming it.
+    ``idle_check`` polls only the socket: an ``EXISTS`` that came in one packet with IDLE's
+    ``+ idling`` (mail delivered just before the IDLE) would wait for the next packet.
     """
     sock = client.socket()
     timeout = sock.gettimeout()

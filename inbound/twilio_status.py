@@ -51,12 +51,16 @@ class StatusCallback:
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> StatusCallback:
         """Raises: BadCallback when the fields that identify the event are missing."""
-        sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
-        status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+
+        def field(*names: str) -> str:  # PostgreSQL text cannot hold NUL
+            return next((form[n] for n in names if form.get(n)), "").replace("\x00", "").strip()
+
+        sid = field("MessageSid", "SmsSid")
+        status = field("MessageStatus", "SmsStatus").lower()
         if not sid or not status or len(sid) > 200 or len(status) > 20:
             raise BadCallback("a status callback needs MessageSid and MessageStatus")
-        code = (form.get("ErrorCode") or "").strip()[:20] or None
-        message = (form.get("ErrorMessage") or "").strip()[:500] or None
+        code = field("ErrorCode")[:20] or None
+        message = field("ErrorMessage")[:500] or None
         return cls(sid=sid, status=status, error_code=code, error_message=message)
 
 

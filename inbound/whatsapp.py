@@ -75,7 +75,7 @@ def parse_form(data: bytes) -> WhatsAppMessage:
         raise Quarantine(f"not a Twilio form body: {exc}") from exc
     form: dict[str, str] = {}
     for key, value in pairs:
-        form.setdefault(key, value)
+        form.setdefault(key, value.replace("\x00", ""))  # PostgreSQL text cannot hold NUL
     sid = (form.get("MessageSid") or form.get("SmsMessageSid") or "").strip()
     sender = (form.get("From") or "").strip()
     if not sid or len(sid) > 200:

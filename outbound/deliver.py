@@ -135,7 +135,8 @@ class Deliverer:
     """Sends outbox rows; one per process, shared by its worker threads.
 
     Parameters:
-        sessions: the runtime's session factory.
+        sessions: the runtime's session factory; the send step runs Core statements,
+            built once, on its engine (the ORM's per-query cost was most of a send).
         settings, catalog: the runtime's.
         renderer: default: one ``Renderer`` for the settings' locale and time zone.
         email: default: the relay of ``OUTBOUND_SMTP_URL``, else .eml files.

@@ -44,6 +44,15 @@ from outbound.errors import PermanentSendError, TemporarySendError
 
 #: Line endings and header encoding for the wire (CRLF, RFC 2047 words, 78 columns).
 WIRE_POLICY = policy.SMTP
+#: For messages whose headers are already encoded and folded (``outbound.compose``):
+#: serializing them with an ``EmailPolicy`` would parse every header again.
+ENCODED_WIRE_POLICY = policy.compat32.clone(linesep="\r\n")
+
+
+def wire_bytes(message: EmailMessage) -> bytes:
+    """The message as sent: CRLF line endings, 7-bit headers."""
+    encoded = not isinstance(message.policy, policy.EmailPolicy)
+    return message.as_bytes(policy=ENCODED_WIRE_POLICY if encoded else WIRE_POLICY)
 DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 #: A connection unused for longer than this is checked with NOOP before it is trusted.
 IDLE_CHECK_SECONDS = 2.0
@@ -149,7 +158,7 @@ class SmtpRelay:
         Raises:
             TemporarySendError / PermanentSendError: see the module docstring.
         """
-        data = message.as_bytes(policy=WIRE_POLICY)
+        data = wire_bytes(message)
         conn = self._current()
         if conn is None:
             conn = self._connect()
@@ -309,7 +318,7 @@ class EmlDirectory:
             TemporarySendError: the directory cannot be written (full disk, permissions).
         """
         name = _UNSAFE.sub("_", str(message.get("Message-ID", "")).strip("<> ")) or f"mail-{time.time_ns()}"
-        data = message.as_bytes(policy=WIRE_POLICY)
+        data = wire_bytes(message)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")

@@ -16,7 +16,7 @@ from models.outbox import Outbox
 from models.survey import Survey
 from models.tickets import find_by_number
 from outbound.compose import Notification, compose_email, load_outbox
-from outbound.email import WIRE_POLICY
+from outbound.email import wire_bytes
 from outbound.render import WHATSAPP_LIMIT, Renderer
 from tests.outbound_helpers import add_service_data, move, open_email_ticket
 from worker.runtime import Runtime
@@ -32,7 +32,7 @@ def render_both(rt: Runtime, renderer: Renderer, outbox_id: int) -> tuple[Notifi
         note = load_outbox(conn, outbox_id, settings=rt.settings, catalog=rt.catalog)
     rendered = renderer.email(note.for_channel("email"))
     msg = compose_email(note, rendered.subject, rendered.text, rendered.html, company_name="JHLeasing", now=utcnow())
-    parsed = BytesParser(policy=policy.default).parsebytes(msg.as_bytes(policy=WIRE_POLICY))
+    parsed = BytesParser(policy=policy.default).parsebytes(wire_bytes(msg))
     text = parsed.get_body(("plain",)).get_content().replace("\r\n", "\n")
     html = parsed.get_body(("html",)).get_content().replace("\r\n", "\n")
     assert parsed["Subject"] == rendered.subject

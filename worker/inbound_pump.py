@@ -77,8 +77,24 @@ class InboundPump:
                 continue
             if raw_id is None:
                 return
-            self._guarded(lambda rid=raw_id: self.processor.process(rid))
+            batch, stopping = self._drain(raw_id)
+            self._guarded(lambda ids=batch: self.processor.process_batch(ids))
             self._guarded(self.fetch_media)
+            if stopping:
+                return
+
+    def _drain(self, first: int) -> tuple[list[int], bool]:
+        """``first`` and whatever else is queued (up to a batch): one commit for a burst."""
+        batch = [first]
+        while len(batch) < BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
 
     def _guarded(self, work: object) -> None:
         """Run ``work``; a failure (database away...) is logged and retried by a sweep."""

@@ -248,11 +248,11 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
         pairs = form_pairs(body)
         if not signature_valid(runtime, request, pairs, x_twilio_signature):
             return plain(403, "invalid X-Twilio-Signature")
-        sender = next((v for k, v in pairs or [] if k == "From"), None)
+        sender = next((v for k, v in pairs or [] if k == "From"), "")
+        sender = "".join(ch for ch in sender if ch.isprintable())[:320] or None  # metadata only
         try:
             raw_id = await run_in_threadpool(
-                lambda: keep_raw(runtime.sessions, source="whatsapp", data=body,
-                                 envelope_from=(sender or "")[:320] or None)
+                lambda: keep_raw(runtime.sessions, source="whatsapp", data=body, envelope_from=sender)
             )
         except TemporaryFailure as exc:
             log.warning("whatsapp webhook: %s", exc)
