@@ -30,6 +30,7 @@ from bench.common import HELPDESK, env_with, free_port, median, percentile, scra
 from tests.mailbuilder import mail  # noqa: E402
 
 INBOX = "soporte@jhleasing.mx"
+REPLY_BODY = "Gracias, quedo atento.\n\nEl lun, 3 mar 2025 a las 10:12, Soporte escribió:\n> Hola"
 BASELINE = """
 import sys, time
 from aiosmtpd.controller import Controller
@@ -54,9 +55,10 @@ def make_mails(n: int, run: int) -> list[bytes]:
                               message_id=f"<{mid}>", body="Buen día, la unidad necesita servicio preventivo. " * 8))
         else:
             parent = firsts[-1]
-            mails.append(mail(sender=f"usuario{run}_{i - 1}@cliente.mx", subject=f"Re: Servicio unidad {run}-{i - 1}",
+            mails.append(mail(sender=f"usuario{run}_{i - 1}@cliente.mx",
+                              subject=f"Re: Servicio unidad {run}-{i - 1}",
                               message_id=f"<r{run}.r{i}@cliente.mx>", in_reply_to=parent,
-                              body="Gracias, quedo atento.\n\nEl lun, 3 mar 2025 a las 10:12, Soporte escribió:\n> Hola"))
+                              body=REPLY_BODY))
     return mails
 
 
