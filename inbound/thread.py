@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -39,13 +39,26 @@ class Decision:
     flag_reason: str | None = None
 
 
-def is_duplicate(session: Session, channel: str, external_id: str) -> bool:
-    return (
-        session.scalar(
-            select(Message.id).where(Message.channel == channel, Message.external_id == external_id)
-        )
-        is not None
+# Built once: these run for every inbound message, and building a statement costs more
+# than the round trip it makes.
+_DUPLICATE = select(Message.id).where(
+    Message.channel == bindparam("channel"), Message.external_id == bindparam("external_id")
+)
+_OPEN_BY_SUBJECT = (
+    select(Ticket)
+    .where(
+        Ticket.requester_id == bindparam("requester_id"),
+        Ticket.state == "Abierto",
+        Ticket.subject_key == bindparam("key"),
+        Ticket.updated_at >= bindparam("since"),
     )
+    .order_by(Ticket.id.desc())
+    .limit(1)
+)
+
+
+def is_duplicate(session: Session, channel: str, external_id: str) -> bool:
+    return session.scalar(_DUPLICATE, {"channel": channel, "external_id": external_id}) is not None
 
 
 def by_headers(session: Session, ids: list[str], settings: Settings) -> Ticket | None:
@@ -127,17 +140,7 @@ def by_subject(session: Session, contact: Contact, subject: str, settings: Setti
     if not key or contact.id is None:
         return None
     since = utcnow() - timedelta(hours=settings.subject_window_hours)
-    return session.scalar(
-        select(Ticket)
-        .where(
-            Ticket.requester_id == contact.id,
-            Ticket.state == "Abierto",
-            Ticket.subject_key == key,
-            Ticket.updated_at >= since,
-        )
-        .order_by(Ticket.id.desc())
-        .limit(1)
-    )
+    return session.scalar(_OPEN_BY_SUBJECT, {"requester_id": contact.id, "key": key, "since": since})
 
 
 def after_close(ticket: Ticket, how: str, settings: Settings) -> Decision:

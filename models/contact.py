@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, func, select
+from sqlalchemy import Boolean, ForeignKey, String, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
@@ -75,12 +75,12 @@ def normalize_email(address: str) -> str:
     return address.strip().lower()
 
 
+_BY_EMAIL = select(Contact).join(ContactEmail).where(ContactEmail.email == bindparam("email"))
+
+
 def find_by_email(session: Session, address: str) -> Contact | None:
-    return session.scalar(
-        select(Contact)
-        .join(ContactEmail)
-        .where(ContactEmail.email == normalize_email(address))
-    )
+    # A statement built once: this lookup runs for every inbound mail.
+    return session.scalar(_BY_EMAIL, {"email": normalize_email(address)})
 
 
 def find_by_phone(session: Session, e164: str) -> Contact | None:

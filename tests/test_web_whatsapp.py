@@ -199,12 +199,12 @@ def test_the_same_sid_threaded_by_two_processors_at_once_is_stored_once(rt: Runt
         barrier = threading.Barrier(2)
         outcomes: list[str | None] = []
 
-        def work(raw_id: int) -> None:
+        def work(raw_id: int, barrier: threading.Barrier, outcomes: list[str | None]) -> None:
             processor = Processor(rt.sessions, rt.settings, rt.catalog)
             barrier.wait()
             outcomes.append(processor.process(raw_id))
 
-        threads = [threading.Thread(target=work, args=(raw_id,)) for raw_id in ids]
+        threads = [threading.Thread(target=work, args=(raw_id, barrier, outcomes)) for raw_id in ids]
         for thread in threads:
             thread.start()
         for thread in threads:
