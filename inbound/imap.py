@@ -48,6 +48,7 @@ from models.mailbox import MailboxState
 from models.message import RawMessage
 
 log = logging.getLogger("helpdesk.inbound.imap")
+RESYNC_SECONDS = 10.0  # longest wait in IDLE before searching for new mail anyway
 
 CONNECTION_ERRORS = (IMAPClientError, OSError)
 SEEN = b"\\Seen"
@@ -384,7 +385,9 @@ class ImapPoller:
             return
         client.idle()
         try:
-            deadline = time.monotonic() + self.idle_seconds
+            # Never trust IDLE alone: a notice lost between our last SEARCH and IDLE would
+            # leave mail waiting until the next one; a short re-sync bounds that delay.
+            deadline = time.monotonic() + min(self.idle_seconds, RESYNC_SECONDS)
             while not stop.is_set() and time.monotonic() < deadline:
                 if _buffered(client):
                     return

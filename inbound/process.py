@@ -104,6 +104,30 @@ class Processor:
         return self.process_batch([raw_id]).get(raw_id)
 
     def process_batch(self, raw_ids: list[int]) -> dict[int, str]:
+        """Handle several raw messages in one transaction (see ``_process_batch``).
+
+        Two processors that meet the same new senders in different orders can deadlock
+        on PostgreSQL; the loser's batch is then handled one message per transaction,
+        which cannot cross-lock with another batch in the same way.
+        """
+        try:
+            return self._process_batch(raw_ids)
+        except OperationalError as exc:
+            if not _lost_a_race(exc):
+                raise
+            log.info("batch of %s lost a lock race (%s); one message at a time", len(raw_ids), exc.orig)
+        results: dict[int, str] = {}
+        for raw_id in raw_ids:
+            for attempt in range(3):
+                try:
+                    results.update(self._process_batch([raw_id]))
+                    break
+                except OperationalError as exc:
+                    if not _lost_a_race(exc) or attempt == 2:
+                        raise
+        return results
+
+    def _process_batch(self, raw_ids: list[int]) -> dict[int, str]:
         """Handle several raw messages in ONE transaction, a savepoint each.
 
         One commit for the batch instead of one per message is what lets threading keep
@@ -163,6 +187,11 @@ class Processor:
         raw.status = "quarantined"
         raw.error = reason[:2000]
         return f"quarantined: {reason}"
+
+
+def _lost_a_race(exc: OperationalError) -> bool:
+    """A deadlock or serialization failure: retrying the same work will succeed."""
+    return getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
 
 
 def requeue(sessions: sessionmaker[Session], raw_id: int) -> None:
