@@ -111,7 +111,7 @@ def make_tickets(rt, count: int, batch: int) -> list[int]:  # type: ignore[no-un
             session.add(contact)
             ticket = open_ticket(session, catalog=rt.catalog, settings=rt.settings, pipeline_id="mantenimiento",
                                  requester=contact, subject=f"Servicio unidad {i}",
-                                 inbox_address="soporte@jhleasing.mx",
+                                 inbox_address="soporte@jhleasing.mx", acknowledge=False,
                                  message=NewMessage(channel="email", text="Necesito servicio.", subject="Servicio",
                                                     external_id=f"bench{batch}_{i}@cliente.mx",
                                                     sender=f"u{i}@cliente.mx"))
@@ -120,7 +120,7 @@ def make_tickets(rt, count: int, batch: int) -> list[int]:  # type: ignore[no-un
 
 
 def sent_count(conn: psycopg.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM outbox WHERE status = 'sent'").fetchone()[0])
+    return int(conn.execute("SELECT count(*) FROM outbox WHERE status = 'sent' AND template = 'stage'").fetchone()[0])
 
 
 def wait_for(check, target: int, timeout: float = 600) -> None:  # type: ignore[no-untyped-def]
@@ -270,7 +270,8 @@ def main() -> None:
                     product.append(rate)
                     commits.append(commit_rate)
                     with rt.sessions() as session:
-                        ids = list(session.scalars(select(Outbox.id).order_by(Outbox.id.desc()).limit(n)))
+                        ids = list(session.scalars(select(Outbox.id).where(Outbox.template == "stage")
+                                                  .order_by(Outbox.id.desc()).limit(n)))
                     compose.append(run_compose_send(rt, load_notes(rt, ids), sink_port))
                 # Latency, with the worker running while the changes are committed.
                 start = time.perf_counter()
@@ -278,9 +279,9 @@ def main() -> None:
                 wait_for(lambda: sent_count(watch), done + n)
                 live = n / (time.perf_counter() - start)
                 with rt.sessions() as session:
-                    created = {r.provider_id: r.created_at for r in session.scalars(
+                    live_rows = list(session.scalars(
                         select(Outbox).where(Outbox.ticket_id.in_(
-                            select(Ticket.id).where(Ticket.number.in_(batches[-1]))), Outbox.template == "stage"))}
+                            select(Ticket.id).where(Ticket.number.in_(batches[-1]))), Outbox.template == "stage")))
             finally:
                 watch.close()
                 publisher.stop(timeout=5)
@@ -302,8 +303,9 @@ def main() -> None:
     arrivals = json.loads(arrivals_file.read_text() or "{}")
     arrivals_file.unlink()
     # The compose loop resends the rows' Message-IDs later; the sink keeps the first arrival.
-    lat = [(arrivals[mid] - at.replace(tzinfo=UTC).timestamp()) * 1000
-           for mid, at in created.items() if mid in arrivals]
+    lat = [(arrivals[r.provider_id] - r.created_at.replace(tzinfo=UTC).timestamp()) * 1000
+           for r in live_rows if r.provider_id in arrivals]
+    pickup = [(r.claimed_at - r.created_at).total_seconds() * 1000 for r in live_rows]
     result = {
         "benchmark": "notify", "messages": n, "runs": runs,
         "worker_flags": " ".join(flags),
@@ -316,6 +318,7 @@ def main() -> None:
         "compose_send_ratio": round(median(product) / median(compose), 3),
         "live_p50_ms": round(percentile(lat, 50), 2),
         "live_p99_ms": round(percentile(lat, 99), 2),
+        "live_pickup_p50_ms": round(percentile(pickup, 50), 2),
         "machine": f"{platform.machine()} {platform.python_version()} cores={os.cpu_count()}",
     }
     print(json.dumps(result))

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.pipelines import Catalog
 from config.settings import Settings
 from models.base import utcnow
+from models.delivery import apply_recorded_events
 from models.message import Message
 from models.notify import choose_channel
 from models.outbox import Outbox
@@ -290,7 +291,17 @@ class Deliverer:
                 self._record_message(conn, note, sent, now)
             if note.survey_id is not None:
                 conn.execute(_SURVEY_SENT, {"sid": note.survey_id, "now": now, "channel": sent.channel})
+        if sent.channel == "whatsapp":
+            self._replay_early_reports(note.outbox_id)
         return Outcome.SENT
+
+    def _replay_early_reports(self, outbox_id: int) -> None:
+        """Twilio may call back before the SID is recorded; those reports were kept without
+        a notification and are applied now."""
+        with self.sessions.begin() as session:
+            row = session.get(Outbox, outbox_id)
+            if row is not None:
+                apply_recorded_events(session, row)
 
     def _record_message(self, conn: Connection, note: Notification, sent: Sent, now: datetime) -> None:
         """The notification as an outbound message of the ticket; a staff reply already has

@@ -130,7 +130,7 @@ def test_a_callback_for_an_unknown_message_is_kept_for_later(web: WebApp) -> Non
 
 
 def test_a_callback_before_the_sender_recorded_the_sid_is_applied_afterwards(web: WebApp) -> None:
-    from inbound.twilio_status import apply_recorded_events
+    from models.delivery import apply_recorded_events
 
     params = {"MessageSid": "SMearly", "MessageStatus": "delivered", "AccountSid": "AC1"}
     assert web.post_signed("/webhooks/twilio/status", params).status_code == 200
