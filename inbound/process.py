@@ -80,20 +80,18 @@ class Processor:
             found = self._handlers[source] = factory()
         return found
 
-    def pending_ids(self, limit: int = 500) -> list[int]:
+    def pending_ids(self, limit: int = 5000, sources: tuple[str, ...] | None = None) -> list[int]:
+        query = select(RawMessage.id).where(RawMessage.status == "pending")
+        if sources is not None:
+            query = query.where(RawMessage.source.in_(sources))
         with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(RawMessage.id)
-                    .where(RawMessage.status == "pending")
-                    .order_by(RawMessage.id)
-                    .limit(limit)
-                )
-            )
+            return list(session.scalars(query.order_by(RawMessage.id).limit(limit)))
 
-    def process_pending(self, limit: int = 5000, batch: int = BATCH) -> int:
+    def process_pending(
+        self, limit: int = 5000, batch: int = BATCH, sources: tuple[str, ...] | None = None
+    ) -> int:
         """Process what is waiting, oldest first; returns how many were handled."""
-        ids = self.pending_ids(limit)
+        ids = self.pending_ids(limit, sources)
         count = 0
         for i in range(0, len(ids), batch):
             count += len(self.process_batch(ids[i:i + batch]))

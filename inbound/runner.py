@@ -1,8 +1,11 @@
 """Processing committed raw messages in the background of a door's process.
 
-The door hands each committed id to ``submit`` and answers at once; a thread processes
-the ids in order. Every few seconds (and at start) it also sweeps for rows still pending,
-so mail accepted just before a crash, or by another process that died, is threaded once.
+The door hands each committed id to ``submit`` and answers at once; one thread processes
+the ids in arrival order (a WhatsApp survey score, then its comment, stay in order), a
+burst in one transaction. Every few seconds (and at start) it also sweeps for rows still
+pending, so what was accepted just before a crash, or by another process that died, is
+threaded once. ``after_work`` runs after each batch and sweep (the web process fetches
+WhatsApp media there, outside any request).
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-
-from sqlalchemy.exc import OperationalError
+from collections.abc import Callable, Iterable
+from functools import partial
 
 from inbound.process import BATCH, Processor
 
@@ -19,65 +22,99 @@ log = logging.getLogger("helpdesk.inbound.runner")
 
 
 class BackgroundProcessor:
-    """A daemon thread running ``Processor`` over submitted ids and a periodic sweep."""
+    """A daemon thread running ``Processor`` over submitted ids and a periodic sweep.
 
-    def __init__(self, processor: Processor, sweep_seconds: float = 5.0) -> None:
+    Parameters:
+        processor: does the work, one transaction per batch.
+        sweep_seconds: how often pending rows are looked for without a submit.
+        sources: the sweep takes only rows of these sources (None: all); a door's
+            process sweeps its own, so two processes do not fight over the same rows.
+        after_work: called (guarded) after every batch and sweep.
+    """
+
+    def __init__(
+        self,
+        processor: Processor,
+        sweep_seconds: float = 5.0,
+        *,
+        sources: Iterable[str] | None = None,
+        after_work: Callable[[], object] | None = None,
+    ) -> None:
         self.processor = processor
         self.sweep_seconds = sweep_seconds
+        self.sources = tuple(sources) if sources is not None else None
+        self.after_work = after_work
         self._queue: queue.Queue[int | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="inbound-processor", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> BackgroundProcessor:
-        self._thread.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="inbound-processor", daemon=True)
+            self._thread.start()
         return self
 
     def submit(self, raw_id: int) -> None:
+        """Process ``raw_id`` soon (it is committed: a crash before then loses nothing)."""
         self._queue.put(raw_id)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch in hand, then stop; what is still queued waits for a sweep."""
+        if self._thread is None:
+            return
         self._queue.put(None)
         self._thread.join(timeout)
+        self._thread = None
 
     def idle(self) -> bool:
         """True when nothing submitted is waiting (for tests and benchmarks)."""
         return self._queue.unfinished_tasks == 0
 
-    def _run(self) -> None:
-        self._sweep()
-        while not self._stop.is_set():
-            try:
-                raw_id = self._queue.get(timeout=self.sweep_seconds)
-            except queue.Empty:
-                self._sweep()
-                continue
-            batch = [raw_id] if raw_id is not None else []
-            while len(batch) < BATCH:  # take what else is waiting: one commit for all
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is not None:
-                    batch.append(more)
-                else:
-                    self._queue.task_done()
-            try:
-                if batch:
-                    self.processor.process_batch(batch)
-            except OperationalError as exc:
-                log.warning("database unavailable while processing %s: %s", batch[:3], exc.orig)
-                self._stop.wait(1.0)  # the sweep picks them up when the database is back
-            except Exception:
-                log.exception("processing raw %s failed", batch[:3])
-            finally:
-                for _ in range(len(batch) or 1):
-                    self._queue.task_done()
+    def sweep(self) -> int:
+        """Process every pending row of our sources now; returns how many were handled."""
+        handled = self.processor.process_pending(sources=self.sources)
+        self._after_work()
+        return handled
 
-    def _sweep(self) -> None:
+    def _run(self) -> None:
+        self._guarded(self.sweep)
+        while True:
+            try:
+                first = self._queue.get(timeout=self.sweep_seconds)
+            except queue.Empty:
+                self._guarded(self.sweep)
+                continue
+            batch, stopping = self._drain(first)
+            if batch:
+                self._guarded(partial(self.processor.process_batch, batch))
+                self._after_work()
+            for _ in range(len(batch) + (1 if stopping else 0)):
+                self._queue.task_done()
+            if stopping:
+                return
+
+    def _drain(self, first: int | None) -> tuple[list[int], bool]:
+        """``first`` and whatever else is queued (up to a batch): one commit for a burst."""
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _after_work(self) -> None:
+        if self.after_work is not None:
+            self._guarded(self.after_work)
+
+    @staticmethod
+    def _guarded(work: Callable[[], object]) -> None:
+        """Run ``work``; a failure (the database away...) is logged and retried by a sweep."""
         try:
-            self.processor.process_pending()
-        except OperationalError as exc:
-            log.warning("database unavailable for the pending sweep: %s", exc.orig)
-        except Exception:
-            log.exception("pending sweep failed")
+            work()
+        except Exception as exc:
+            log.warning("inbound processing deferred to the next sweep: %s: %s", type(exc).__name__, exc)

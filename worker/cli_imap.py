@@ -25,10 +25,10 @@ def imap(ctx: click.Context, owner: str | None) -> None:
     from inbound.runner import BackgroundProcessor
 
     setup_logging()
-    rt = runtime(ctx)
+    rt = runtime(ctx, publish=True)  # acknowledgements go to the broker after each commit
     if not rt.settings.imap_url:
         raise CommandError("HELPDESK_IMAP_URL is not set")
-    background = BackgroundProcessor(processor_for(ctx))
+    background = BackgroundProcessor(processor_for(ctx), sources=("imap",))
     try:
         poller = ImapPoller(rt.settings, rt.sessions, on_kept=background.submit, owner=owner)
     except ValueError as exc:

@@ -36,7 +36,9 @@ def smtp(ctx: click.Context, listen: str | None) -> None:
 
     setup_logging()
     rt = runtime(ctx, publish=True)  # acknowledgements go to the broker after each commit
-    background = BackgroundProcessor(processor_for(ctx)).start()
+    # This process sweeps the mail that came by SMTP or an MTA pipe; IMAP and WhatsApp
+    # rows are swept by their own processes.
+    background = BackgroundProcessor(processor_for(ctx), sources=("smtp", "pipe", "cli")).start()
     controller = make_controller(rt.settings, rt.sessions, background.submit, listen)
     controller.start()
     click.echo(f"helpdesk smtp listening on {controller.hostname}:{controller.port} "

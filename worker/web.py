@@ -36,7 +36,7 @@ from inbound.keep import TemporaryFailure, keep_raw
 from inbound.media import RetryPolicy
 from inbound.twilio_status import BadCallback, StatusCallback, record_status
 from worker import survey_page
-from worker.inbound_pump import InboundPump, default_sweep
+from worker.inbound_pump import default_sweep, make_pump
 from worker.runtime import Runtime
 
 log = logging.getLogger("helpdesk.web")
@@ -219,8 +219,8 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
         sweep_seconds: how often that thread looks for pending rows and due media.
         media_policy: when failed media downloads are retried.
     """
-    worker = InboundPump(runtime, sweep_seconds=sweep_seconds or default_sweep(runtime),
-                         media_policy=media_policy) if pump else None
+    worker = make_pump(runtime, sweep_seconds=sweep_seconds or default_sweep(runtime),
+                       media_policy=media_policy) if pump else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
