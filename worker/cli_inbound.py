@@ -26,26 +26,66 @@ def processor_for(ctx: click.Context) -> Processor:
     return Processor(rt.sessions, rt.settings, rt.catalog)
 
 
+MAIL_SOURCES = ("smtp", "pipe", "cli")
+
+
 @cli.command()
 @click.option("--listen", help="host:port (default HELPDESK_SMTP_LISTEN).")
+@click.option("--processors", default=1, show_default=True, type=click.IntRange(0, 16),
+              help="Child processes that thread the kept mail (0: a thread of this process).")
 @click.pass_context
-def smtp(ctx: click.Context, listen: str | None) -> None:
+def smtp(ctx: click.Context, listen: str | None, processors: int) -> None:
     """Run the SMTP server for the inbox addresses."""
     from inbound.runner import BackgroundProcessor
     from inbound.smtp import make_controller
+    from worker.children import Children, helpdesk_command
 
     setup_logging()
     rt = runtime(ctx, publish=True)  # acknowledgements go to the broker after each commit
-    # This process sweeps the mail that came by SMTP or an MTA pipe; IMAP and WhatsApp
-    # rows are swept by their own processes.
-    background = BackgroundProcessor(processor_for(ctx), sources=("smtp", "pipe", "cli")).start()
-    controller = make_controller(rt.settings, rt.sessions, background.submit, listen)
+    # This door threads the mail that came by SMTP or an MTA pipe; IMAP and WhatsApp rows
+    # are threaded by their own processes.
+    children = background = None
+    if processors:
+        children = Children(helpdesk_command("process", "--sources", ",".join(MAIL_SOURCES)), processors).start()
+    else:
+        background = BackgroundProcessor(processor_for(ctx), sources=MAIL_SOURCES).start()
+    controller = make_controller(rt.settings, rt.sessions, background.submit if background else None, listen)
     controller.start()
     click.echo(f"helpdesk smtp listening on {controller.hostname}:{controller.port} "
                f"for {', '.join(rt.settings.inbox_map)}", err=True)
     wait_for_signal()
     controller.stop()
-    background.stop()
+    if background is not None:
+        background.stop()
+    if children is not None:
+        children.stop()
+
+
+@cli.command()
+@click.option("--sources", default="smtp,pipe,cli", show_default=True,
+              help="Comma list of the doors whose kept messages to thread.")
+@click.option("--idle-poll", default=0.2, show_default=True, help="Longest pause between looks when idle.")
+@click.pass_context
+def process(ctx: click.Context, sources: str, idle_poll: float) -> None:
+    """Thread kept messages until stopped (the door's children run this)."""
+    setup_logging()
+    runtime(ctx, publish=True)
+    processor = processor_for(ctx)
+    wanted = tuple(s.strip() for s in sources.split(",") if s.strip())
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pause = 0.01
+    while not stop.is_set():
+        try:
+            done = processor.process_pending(sources=wanted)
+        except Exception as exc:  # the database away: kept rows wait, we look again
+            click.echo(f"helpdesk process: {type(exc).__name__}: {exc}", err=True)
+            done = 0
+            pause = idle_poll
+        pause = 0.0 if done else min(max(pause * 2, 0.01), idle_poll)
+        if pause:
+            stop.wait(pause)
 
 
 def wait_for_signal() -> None:
