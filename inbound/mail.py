@@ -25,7 +25,7 @@ from inbound.store import FileData, attach_files
 from inbound.thread import Decision, decide, is_duplicate
 from models.base import utcnow
 from models.contact import Contact, ContactEmail, get_or_create_by_email
-from models.identity import is_own_message_id, own_outbox_id
+from models.identity import is_own_message_id, own_outbox_id, synthetic_message_id
 from models.message import RawMessage
 from models.outbox import DeliveryEvent, Outbox
 from models.ticket import Ticket
@@ -59,8 +59,7 @@ def handle(session: Session, raw: RawMessage, settings: Settings, catalog: Catal
 
 
 def synthetic_id(data: bytes) -> str:
-    """A stable id for a mail without Message-ID: the same bytes twice are one message."""
-    return f"sha256.{hashlib.sha256(data).hexdigest()[:40]}@no-message-id"
+    return synthetic_message_id(hashlib.sha256(data).hexdigest())
 
 
 def thread_and_store(

@@ -38,3 +38,12 @@ def own_outbox_id(message_id: str | None, secret: str) -> int | None:
 
 def is_own_message_id(message_id: str | None, secret: str) -> bool:
     return own_outbox_id(message_id, secret) is not None
+
+
+#: Domain of the ids made up for mail that came without a Message-ID (never sent out).
+NO_MESSAGE_ID = "no-message-id"
+
+
+def synthetic_message_id(digest: str) -> str:
+    """A stable id for a mail without Message-ID: the same bytes twice are one message."""
+    return f"sha256.{digest[:40]}@{NO_MESSAGE_ID}"

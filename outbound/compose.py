@@ -32,7 +32,7 @@ from config.pipelines import Catalog, Stage
 from config.settings import Settings
 from models.base import utcnow
 from models.contact import Contact, ContactEmail
-from models.identity import make_message_id
+from models.identity import NO_MESSAGE_ID, make_message_id
 from models.message import Message
 from models.outbox import Outbox
 from models.survey import Survey
@@ -190,6 +190,7 @@ _THREAD_BASE = select(Message.external_id).where(
     Message.channel == "email",
     Message.external_id != bindparam("own"),
     Message.external_id.not_like("local.%"),
+    Message.external_id.not_like(f"%@{NO_MESSAGE_ID}"),  # ids we made up for mail without one
 )
 _THREAD_LATEST = _THREAD_BASE.order_by(Message.id.desc()).limit(REFERENCES_LIMIT)
 _THREAD_ROOT = _THREAD_BASE.order_by(Message.id).limit(1)
