@@ -16,6 +16,7 @@ Usage: python bench/webhook.py [--small] [--requests N] [--connections C] [--run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -139,8 +140,11 @@ def main() -> None:
                 raise RuntimeError(f"{kept} raw messages kept, expected {50 + n * runs}")
             for proc in procs:
                 proc.terminate()
-            for proc in procs:
-                proc.wait(30)
+            stop_started = time.perf_counter()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # it drains its pump's backlog first
+                procs[0].wait(30)
+            stopped = procs[0].returncode is not None
+            stop_s = time.perf_counter() - stop_started
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -158,6 +162,7 @@ def main() -> None:
         "p50_ms": round(percentile(lat, 50) * 1000, 2),
         "p99_ms": round(percentile(lat, 99) * 1000, 2),
         "baseline_p50_ms": round(percentile(base_lat, 50) * 1000, 2),
+        "web_sigterm_to_exit_s": round(stop_s, 1) if stopped else ">30 (killed)",
         "server": "uvicorn, log-level warning, keep-alive httpx clients",
         "machine": f"{platform.machine()} {platform.python_version()} cores={os.cpu_count()}",
     }))

@@ -46,6 +46,7 @@ class BackgroundProcessor:
         self.after_work = after_work
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> BackgroundProcessor:
         if self._thread is None:
@@ -58,10 +59,12 @@ class BackgroundProcessor:
         self._queue.put(raw_id)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the batch in hand, then stop; what is still queued waits for a sweep."""
+        """Finish the batch in hand, then stop; what is still queued waits for a sweep
+        (it is committed: the next process to start threads it)."""
         if self._thread is None:
             return
-        self._queue.put(None)
+        self._stopping.set()
+        self._queue.put(None)  # wakes the thread if it is waiting
         self._thread.join(timeout)
         self._thread = None
 
@@ -70,14 +73,20 @@ class BackgroundProcessor:
         return self._queue.unfinished_tasks == 0
 
     def sweep(self) -> int:
-        """Process every pending row of our sources now; returns how many were handled."""
-        handled = self.processor.process_pending(sources=self.sources)
+        """Process the pending rows of our sources now (until asked to stop); returns how
+        many were handled."""
+        ids = self.processor.pending_ids(sources=self.sources)
+        handled = 0
+        for i in range(0, len(ids), BATCH):
+            if self._stopping.is_set():
+                break
+            handled += len(self.processor.process_batch(ids[i:i + BATCH]))
         self._after_work()
         return handled
 
     def _run(self) -> None:
         self._guarded(self.sweep)
-        while True:
+        while not self._stopping.is_set():
             try:
                 first = self._queue.get(timeout=self.sweep_seconds)
             except queue.Empty:

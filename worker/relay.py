@@ -169,6 +169,13 @@ class Sweeper:
                 log.exception("outbox sweep failed")
 
 
+def _worker(broker: Broker, threads: int, timeout_ms: int, prefetch: int) -> dramatiq.Worker:
+    """A Dramatiq worker with our prefetch (Dramatiq reads it from the environment only)."""
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=timeout_ms)
+    worker.queue_prefetch = max(prefetch, threads)
+    return worker
+
+
 class OutboundService:
     """Broker, actor, worker threads, publisher and sweeper of one process.
 
@@ -180,7 +187,10 @@ class OutboundService:
             ``helpdesk worker --processes N``).
         sweep: run the sweeper (only one process of a deployment needs it).
         publish: install the after-commit publisher on ``runtime.sessions``.
-        worker_timeout_ms: how long an idle consumer waits between polls of the queue.
+        worker_timeout_ms: the longest an idle consumer waits between polls of the queue
+            (Dramatiq backs off up to it: it bounds the pickup delay of a new job).
+        prefetch: jobs a process takes from Redis ahead (Dramatiq's default, 2 per
+            thread, starves the threads when jobs are short).
         deliverer: default: one built from the runtime's settings.
         sweep_interval, sweep_grace: see ``Sweeper``.
     """
@@ -194,7 +204,8 @@ class OutboundService:
         consume: bool = True,
         sweep: bool = True,
         publish: bool = True,
-        worker_timeout_ms: int = 1000,
+        worker_timeout_ms: int = 100,
+        prefetch: int = 64,
         deliverer: Deliverer | None = None,
         sweep_interval: float | None = None,
         sweep_grace: float | None = None,
@@ -211,7 +222,7 @@ class OutboundService:
             if sweep else None
         )
         self.worker = (
-            dramatiq.Worker(broker, worker_threads=threads, worker_timeout=worker_timeout_ms) if consume else None
+            _worker(broker, threads, worker_timeout_ms, prefetch) if consume else None
         )
         self._started = False
 
