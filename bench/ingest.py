@@ -114,13 +114,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--processors", type=int, default=1, help="helpdesk smtp --processors")
     args = parser.parse_args()
 
     with scratch_database() as url:
         port, base_port = free_port(), free_port()
         env = env_with(database_url=url, smtp_listen=f"127.0.0.1:{port}", inbox_addresses=INBOX,
                        log_level="WARNING")
-        product = subprocess.Popen([HELPDESK, "smtp"], env=env, stderr=subprocess.DEVNULL)
+        product = subprocess.Popen([HELPDESK, "smtp", "--processors", str(args.processors)], env=env,
+                                   stderr=subprocess.DEVNULL)
         baseline = subprocess.Popen([sys.executable, "-c", BASELINE, str(base_port)])
         try:
             wait_port("127.0.0.1", port)
@@ -150,6 +152,7 @@ def main() -> None:
     result = {
         "benchmark": "ingest",
         "messages": args.messages, "connections": args.connections, "runs": args.runs,
+        "smtp_flags": f"--processors {args.processors}",
         "accept_per_s": round(median(accept), 1),
         "baseline_per_s": round(median(base), 1),
         "accept_ratio": round(median(accept) / median(base), 3),
