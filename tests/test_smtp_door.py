@@ -186,3 +186,58 @@ def test_the_whole_corpus_over_smtp_is_kept_and_each_mail_is_threaded_or_quarant
 def _raws(rt: Runtime) -> list[RawMessage]:
     with rt.transaction() as s:
         return list(s.scalars(select(RawMessage).order_by(RawMessage.id)))
+
+
+def test_the_doors_threading_children_do_not_outlive_a_sigkilled_door(cli_env) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.cli_helpers import HELPDESK
+    from tests.support.ports import port_is_open
+
+    def children_of(pid: int) -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = _stat(int(entry))
+                except OSError:
+                    continue
+                if int(stat[1]) == pid:
+                    found.append(int(entry))
+        return found
+
+    port = free_port()
+    door_proc = subprocess.Popen([HELPDESK, "smtp", "--listen", f"127.0.0.1:{port}", "--processors", "2"],
+                                 env=cli_env, stderr=subprocess.DEVNULL)
+    kids: list[int] = []
+    try:
+        wait_until(lambda: port_is_open("127.0.0.1", port), timeout=30, message="door up")
+        kids = wait_until(lambda: len(children_of(door_proc.pid)) == 2 and children_of(door_proc.pid),
+                          timeout=30, message="two threading children")
+        door_proc.send_signal(signal.SIGKILL)
+        door_proc.wait(10)
+        wait_until(lambda: not any(_alive(k) for k in kids), timeout=20,
+                   message="children gone after the door died")
+    finally:
+        for k in kids:
+            if _alive(k):
+                os.kill(k, signal.SIGKILL)
+        if door_proc.poll() is None:
+            door_proc.kill()
+            door_proc.wait()
+
+
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state, ppid, ...)."""
+    from pathlib import Path
+
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return _stat(pid)[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -46,7 +47,8 @@ def smtp(ctx: click.Context, listen: str | None, processors: int) -> None:
     # are threaded by their own processes.
     children = background = None
     if processors:
-        children = Children(helpdesk_command("process", "--sources", ",".join(MAIL_SOURCES)), processors).start()
+        argv = helpdesk_command("process", "--sources", ",".join(MAIL_SOURCES), "--parent-pid", str(os.getpid()))
+        children = Children(argv, processors).start()
     else:
         background = BackgroundProcessor(processor_for(ctx), sources=MAIL_SOURCES).start()
     controller = make_controller(rt.settings, rt.sessions, background.submit if background else None, listen)
@@ -65,8 +67,9 @@ def smtp(ctx: click.Context, listen: str | None, processors: int) -> None:
 @click.option("--sources", default="smtp,pipe,cli", show_default=True,
               help="Comma list of the doors whose kept messages to thread.")
 @click.option("--idle-poll", default=0.2, show_default=True, help="Longest pause between looks when idle.")
+@click.option("--parent-pid", type=int, help="Exit when this process is gone (the door that started us).")
 @click.pass_context
-def process(ctx: click.Context, sources: str, idle_poll: float) -> None:
+def process(ctx: click.Context, sources: str, idle_poll: float, parent_pid: int | None) -> None:
     """Thread kept messages until stopped (the door's children run this)."""
     setup_logging()
     runtime(ctx, publish=True)
@@ -75,8 +78,11 @@ def process(ctx: click.Context, sources: str, idle_poll: float) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    parent = parent_pid or os.getppid()
     pause = 0.01
     while not stop.is_set():
+        if os.getppid() != parent:  # the door died (even by SIGKILL): do not outlive it
+            break
         try:
             done = processor.process_pending(sources=wanted)
         except Exception as exc:  # the database away: kept rows wait, we look again
