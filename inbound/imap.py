@@ -37,14 +37,14 @@ from urllib.parse import unquote, urlsplit
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
-from sqlalchemy import insert, or_, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from inbound.keep import TemporaryFailure
 from models.base import utcnow
-from models.mailbox import MailboxState
+from models.mailbox import MailboxState, ensure_row, release_lease, take_lease
 from models.message import RawMessage
 
 log = logging.getLogger("helpdesk.inbound.imap")
@@ -191,11 +191,7 @@ class ImapPoller:
             self._drop()
         try:
             with self._transaction() as session:
-                session.execute(
-                    update(MailboxState)
-                    .where(MailboxState.mailbox == self.key, MailboxState.lease_owner == self.owner)
-                    .values(lease_owner=None, lease_until=None, version=MailboxState.version + 1)
-                )
+                release_lease(session, self.key, self.owner)
         except TemporaryFailure as exc:  # it simply expires
             log.warning("%s: could not release the lease: %s", self.key, exc)
 
@@ -217,26 +213,11 @@ class ImapPoller:
     def _take_lease(self) -> bool:
         """Take or renew the lease (compare-and-set); True when this poller holds it."""
         if not self._row_ready:
-            try:
-                with self._transaction() as session:
-                    if session.get(MailboxState, self.key) is None:
-                        session.add(MailboxState(mailbox=self.key, last_uid=0, version=0))
-            except TemporaryFailure as exc:
-                if not isinstance(exc.__cause__, IntegrityError):  # else: a racing poller made it
-                    raise
+            with self._transaction() as session:
+                ensure_row(session, self.key)
             self._row_ready = True
-        now = utcnow()
         with self._transaction() as session:
-            held = session.execute(
-                update(MailboxState)
-                .where(
-                    MailboxState.mailbox == self.key,
-                    or_(MailboxState.lease_owner.is_(None), MailboxState.lease_owner == self.owner,
-                        MailboxState.lease_until.is_(None), MailboxState.lease_until < now),
-                )
-                .values(lease_owner=self.owner, lease_until=now + self.lease,
-                        version=MailboxState.version + 1)
-            ).rowcount == 1
+            held = take_lease(session, self.key, self.owner, self.lease)
         if held:
             self._renew_at = time.monotonic() + self.lease.total_seconds() / 3
         return held
