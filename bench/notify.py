@@ -198,8 +198,8 @@ def load_notes(rt, ids: list[int]) -> list:  # type: ignore[no-untyped-def]
 def run_compose_send(rt, notes: list, port: int) -> float:  # type: ignore[no-untyped-def]
     """Render + compose + serialize + send over one persistent connection."""
     from models.base import utcnow
-    from outbound.compose import compose_email
     from outbound.email import wire_bytes
+    from outbound.mime import compose_email
     from outbound.render import Renderer
 
     renderer = Renderer(locale=rt.settings.locale, default_timezone=rt.settings.timezone)

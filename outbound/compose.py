@@ -7,21 +7,16 @@ needs out of the database: the renderer's ``NotificationContext`` (plain datacla
 again: rendering and sending happen outside any transaction, and a fallback to the other
 channel reuses the same snapshot.
 
-``compose_email`` builds the ``EmailMessage`` (RFC 5322 headers, RFC 3834 markers,
+``outbound.mime.compose_email`` builds the ``EmailMessage`` (RFC 5322 headers, RFC 3834 markers,
 multipart/alternative text + HTML) from a rendered email.
 """
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from email.header import Header
-from email.message import EmailMessage, MIMEPart
-from email.policy import compat32
-from email.utils import format_datetime, formataddr
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -284,61 +279,6 @@ def load_notification(conn: Connection, row: Row[Any], *, settings: Settings, ca
         survey = conn.execute(_SURVEY, {"sid": payload["survey_id"]}).first()
         note.context = dataclasses.replace(note.context, score=survey.score if survey else None)
     return note
-
-
-def compose_email(note: Notification, subject: str, text: str, html: str, *, company_name: str,
-                  now: datetime) -> EmailMessage:
-    """The message for ``note``: threading headers, RFC 3834 markers, text + HTML parts.
-
-    Headers are encoded here (RFC 2047 words for non-ASCII, folded) and stored as they
-    are (``compat32`` storage): parsing each value back through ``email.headerregistry``
-    would cost more than rendering the templates. The message is serialized with
-    ``outbound.email.WIRE_POLICY`` like any other.
-
-    Raises:
-        ValueError: the contact has no e-mail address.
-    """
-    to = note.contact.email
-    if not to:
-        raise ValueError("the contact has no e-mail address")
-    msg = EmailMessage(policy=compat32)
-    msg["From"] = formataddr((company_name, note.from_address), charset="utf-8")
-    msg["To"] = formataddr((note.contact.name or "", to), charset="utf-8")
-    msg["Subject"] = _encoded(subject, "Subject")
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = f"<{note.message_id}>"
-    if note.thread:
-        msg["In-Reply-To"] = f"<{note.thread[-1]}>"
-        msg["References"] = _encoded(" ".join(f"<{mid}>" for mid in note.thread), "References")
-    msg["Reply-To"] = note.from_address
-    # RFC 3834: automatic, so that autoresponders (and Exchange) do not answer it.
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["MIME-Version"] = "1.0"
-    msg["Content-Type"] = "multipart/alternative"
-    msg.attach(_text_part("plain", text))
-    msg.attach(_text_part("html", html))
-    return msg
-
-
-def _encoded(value: str, name: str) -> str:
-    """``value`` folded, as RFC 2047 encoded words when it is not ASCII."""
-    value = " ".join(value.split())
-    charset = "us-ascii" if value.isascii() else "utf-8"
-    return Header(value, charset, header_name=name).encode(linesep="\n")
-
-
-def _text_part(subtype: str, body: str) -> MIMEPart:
-    """A UTF-8 quoted-printable part, encoded by ``binascii`` (C) rather than
-    ``set_content``'s pure-Python encoder, which costs more than the rest of a send."""
-    part = MIMEPart(policy=compat32)
-    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-    part["Content-Transfer-Encoding"] = "quoted-printable"
-    part.set_payload(binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii"))
-    return part
-
-
-# -- internals ------------------------------------------------------------------------------
 
 
 def _stage(catalog: Catalog, payload: dict[str, Any], ticket: Row[Any] | None) -> Stage | None:

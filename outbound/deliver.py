@@ -50,9 +50,10 @@ from models.outbox import Outbox
 from models.survey import Survey
 from models.ticket import Ticket
 from outbound import whatsapp as wa
-from outbound.compose import OUTBOX_COLUMNS, Notification, compose_email, load_notification
+from outbound.compose import OUTBOX_COLUMNS, Notification, load_notification
 from outbound.email import EmailSender, email_sender
 from outbound.errors import PermanentSendError, SendError, TemporarySendError
+from outbound.mime import compose_email
 from outbound.render import Renderer
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ from models.notify import enqueue
 from models.outbox import Outbox
 from models.survey import Survey
 from models.tickets import find_by_number
-from outbound.compose import Notification, compose_email, load_outbox
+from outbound.compose import Notification, load_outbox
 from outbound.email import wire_bytes
+from outbound.mime import compose_email
 from outbound.render import WHATSAPP_LIMIT, Renderer
 from tests.outbound_helpers import add_service_data, move, open_email_ticket
 from worker.runtime import Runtime
