@@ -310,3 +310,16 @@ def test_the_same_mail_by_two_doors_at_once_is_one_message_and_one_ticket(rt: Ru
     assert count(rt, Message) == 20 and count(rt, Ticket) == 20 and count(rt, Outbox) == 20
     with rt.transaction() as s:
         assert {r.status for r in s.scalars(select(RawMessage))} == {"done"}
+
+
+def test_one_bad_message_in_a_batch_is_quarantined_alone(rt: Runtime) -> None:
+    good1 = keep_raw(rt.sessions, source="smtp", data=mail(sender="a@cliente.mx", subject="Uno"))
+    bad = keep_raw(rt.sessions, source="smtp", data=b"Subject: sin remitente\r\n\r\nhola\r\n")
+    good2 = keep_raw(rt.sessions, source="smtp", data=mail(sender="b@cliente.mx", subject="Dos"))
+    results = Processor(rt.sessions, rt.settings, rt.catalog).process_batch([good1, bad, good2])
+    assert results[bad].startswith("quarantined: no sender address")
+    assert results[good1].startswith("opened ticket") and results[good2].startswith("opened ticket")
+    with rt.transaction() as s:
+        statuses = {r.id: r.status for r in s.scalars(select(RawMessage))}
+    assert statuses == {good1: "done", bad: "quarantined", good2: "done"}
+    assert count(rt, Ticket) == 2 and count(rt, Outbox) == 2
