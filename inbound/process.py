@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.pipelines import Catalog
@@ -140,7 +140,9 @@ class Processor:
         """
         try:
             results = self._run_batch(raw_ids, careful=False)
-        except _Retry:
+        except OperationalError:
+            raise
+        except (_Retry, SQLAlchemyError):  # a message failed, maybe only at the commit
             results = self._run_batch(raw_ids, careful=True)
         self.handled += len(results)
         for raw_id, outcome in results.items():
@@ -171,6 +173,7 @@ class Processor:
         """The fast path: no savepoint; any failure sends the batch down the careful path."""
         try:
             outcome = self.handler(raw.source)(session, raw, self.settings, self.catalog)
+            session.flush()  # a row the database refuses is this message's failure
         except OperationalError:
             raise  # the database is away, or a lock race: handled by process_batch
         except Exception as exc:

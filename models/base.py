@@ -25,6 +25,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def storable(text: str | None) -> str | None:
+    """Text PostgreSQL can keep: a NUL (which broken mail carries) becomes U+FFFD."""
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware UTC datetime on both databases."""
 

@@ -12,7 +12,7 @@ from sqlalchemy import Boolean, ForeignKey, String, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from models.base import Base, UTCDateTime, utcnow
+from models.base import Base, UTCDateTime, storable, utcnow
 
 ROLES = ("vehicle_user", "fleet_manager", "staff")
 CHANNELS = ("email", "whatsapp")
@@ -109,7 +109,8 @@ def get_or_create_by_email(
         return found
     domain = address.rsplit("@", 1)[-1]
     company = company_for_domain(session, domain)
-    contact = Contact(name=name, company_id=company.id if company else None, role=role or "vehicle_user")
+    contact = Contact(name=storable(name) or "", company_id=company.id if company else None,
+                      role=role or "vehicle_user")
     contact.emails.append(ContactEmail(email=address))
     session.add(contact)
     session.flush()

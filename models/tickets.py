@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from config.pipelines import Catalog
 from config.settings import Settings
-from models.base import utcnow
+from models.base import storable, utcnow
 from models.contact import Contact
 from models.db import next_sequence_value
 from models.message import Message
@@ -103,11 +103,11 @@ def add_message(
         direction=direction,
         external_id=msg.external_id or f"local.{uuid.uuid4().hex}",
         contact_id=contact.id if contact is not None else None,
-        sender=msg.sender or (contact.display() if contact is not None else None),
-        subject=msg.subject,
-        text=msg.text,
-        reply_text=msg.reply_text,
-        html=msg.html,
+        sender=storable(msg.sender or (contact.display() if contact is not None else None)),
+        subject=storable(msg.subject),
+        text=storable(msg.text) or "",
+        reply_text=storable(msg.reply_text),
+        html=storable(msg.html),
         threaded_by=msg.threaded_by,
         forwarded_by=msg.forwarded_by,
         raw_id=msg.raw_id,
@@ -148,8 +148,8 @@ def open_ticket(
         pipeline=pipeline.id,
         stage=first.name,
         state=first.state,
-        subject=(subject or "").strip()[:1000],
-        subject_key=subject_key(subject),
+        subject=(storable(subject) or "").strip()[:1000],
+        subject_key=subject_key(storable(subject)),
         inbox_address=inbox_address,
         requester_id=requester.id,
         company_id=requester.company_id,
