@@ -321,7 +321,8 @@ class EmlDirectory:
         data = wire_bytes(message)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
+            # Not "*.eml" until complete: readers glob for .eml files.
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
