@@ -292,6 +292,16 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
         log.info("status callback: %s", outcome)
         return twiml()
 
+    def survey_closed(state: survey_page.SurveyState | None) -> HTMLResponse | None:
+        """The page for a survey that cannot be answered (unknown, answered, expired)."""
+        if state is None:
+            return HTMLResponse(survey_page.unknown_page(company), 404, PAGE_HEADERS)
+        if state.answered:
+            return HTMLResponse(survey_page.already_page(state, company), 200, PAGE_HEADERS)
+        if state.expired:
+            return HTMLResponse(survey_page.expired_page(company), 410, PAGE_HEADERS)
+        return None
+
     @app.get("/encuesta/{token}", response_class=HTMLResponse, responses=_PAGE_RESPONSES,
              summary="The satisfaction survey page (shows only; records nothing)")
     def survey_form(token: Token,
@@ -299,12 +309,9 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
                     ) -> HTMLResponse:
         with runtime.sessions() as session:
             state = survey_page.find_survey(session, token)
-        if state is None:
-            return HTMLResponse(survey_page.unknown_page(company), 404, PAGE_HEADERS)
-        if state.answered:
-            return HTMLResponse(survey_page.already_page(state, company), 200, PAGE_HEADERS)
-        if state.expired:
-            return HTMLResponse(survey_page.expired_page(company), 410, PAGE_HEADERS)
+        closed = survey_closed(state)
+        if closed is not None:  # also for a missing survey: state is set below
+            return closed
         return HTMLResponse(survey_page.form_page(state, company, preselect=score), 200, PAGE_HEADERS)
 
     @app.post("/encuesta/{token}", response_class=HTMLResponse, responses=_PAGE_RESPONSES,
@@ -316,12 +323,9 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
     ) -> HTMLResponse:
         with runtime.transaction() as session:
             state = survey_page.find_survey(session, token)
-            if state is None:
-                return HTMLResponse(survey_page.unknown_page(company), 404, PAGE_HEADERS)
-            if state.answered:
-                return HTMLResponse(survey_page.already_page(state, company), 200, PAGE_HEADERS)
-            if state.expired:
-                return HTMLResponse(survey_page.expired_page(company), 410, PAGE_HEADERS)
+            closed = survey_closed(state)
+            if closed is not None:  # also for a missing survey: state is set below
+                return closed
             if score is None:
                 html = survey_page.form_page(state, company, error="Elige una calificación del 1 al 5.")
                 return HTMLResponse(html, 400, PAGE_HEADERS)
