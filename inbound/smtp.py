@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from config.settings import Settings, host_port
-from inbound.keep import TemporaryFailure, keep_raw
+from inbound.keep import GroupKeeper, TemporaryFailure
 
 log = logging.getLogger("helpdesk.inbound.smtp")
 
@@ -38,6 +38,7 @@ class InboxHandler:
         self.sessions = sessions
         self.inboxes = {a.lower() for a in inboxes}
         self.on_kept = on_kept
+        self.keeper = GroupKeeper(sessions)
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -51,15 +52,11 @@ class InboxHandler:
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
-        loop = asyncio.get_running_loop()
         try:
-            raw_id = await loop.run_in_executor(
-                None,
-                lambda: keep_raw(
-                    self.sessions, source="smtp", data=data, envelope_from=envelope.mail_from or None,
-                    envelope_to=",".join(envelope.rcpt_tos),
-                ),
-            )
+            raw_id = await asyncio.wrap_future(self.keeper.keep(
+                source="smtp", data=data, envelope_from=envelope.mail_from or None,
+                envelope_to=",".join(envelope.rcpt_tos),
+            ))
         except TemporaryFailure as exc:
             log.warning("451 to %s: %s", session.peer, exc)
             return "451 4.3.0 Cannot store the message now, please retry later"
@@ -85,8 +82,18 @@ class TolerantSMTP(SMTP):
 
 
 class InboxController(Controller):
+    """aiosmtpd's Controller, with the handler's group keeper started and stopped with it."""
+
     def factory(self) -> SMTP:
         return TolerantSMTP(self.handler, **self.SMTP_kwargs)
+
+    def start(self) -> None:
+        self.handler.keeper.start()
+        super().start()
+
+    def stop(self, no_assert: bool = False) -> None:
+        super().stop(no_assert)
+        self.handler.keeper.stop()
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:

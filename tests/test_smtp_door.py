@@ -241,3 +241,19 @@ def _alive(pid: int) -> bool:
         return _stat(pid)[0] != "Z"  # a zombie has exited
     except OSError:
         return False
+
+
+def test_the_group_keeper_commits_every_message_and_answers_each_sender_its_own_id(rt: Runtime) -> None:
+    from inbound.keep import GroupKeeper
+
+    keeper = GroupKeeper(rt.sessions, max_group=8).start()
+    try:
+        futures = [keeper.keep(source="smtp", data=mail(subject=f"Grupo {i}")) for i in range(50)]
+        ids = [f.result(timeout=30) for f in futures]
+    finally:
+        keeper.stop()
+    assert len(set(ids)) == 50
+    with rt.transaction() as s:
+        kept = {r.id: r.data for r in s.scalars(select(RawMessage))}
+    assert set(kept) == set(ids)
+    assert all(f"Grupo {i}".encode() in kept[raw_id] for i, raw_id in enumerate(ids))
