@@ -72,12 +72,9 @@ class GroupKeeper:
         self.max_group = max_group
         self._queue: queue.Queue[tuple[dict[str, Any], Future[int]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="group-keeper", daemon=True)
-        self._lock = threading.Lock()
 
     def start(self) -> GroupKeeper:
-        with self._lock:
-            if not self._thread.is_alive():
-                self._thread.start()
+        self._thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -87,8 +84,6 @@ class GroupKeeper:
     def keep(self, *, source: str, data: bytes, envelope_from: str | None = None,
              envelope_to: str | None = None) -> Future[int]:
         """A future of the raw message's id; it raises TemporaryFailure if not kept."""
-        if not self._thread.is_alive():
-            self.start()  # a server that skipped the start-up hook still keeps
         future: Future[int] = Future()
         self._queue.put(({
             "source": source, "data": data, "envelope_from": envelope_from, "envelope_to": envelope_to,

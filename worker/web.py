@@ -1,7 +1,7 @@
 """``helpdesk web``: Twilio's webhooks, the survey page and the health check (FastAPI).
 
 The WhatsApp webhook is a door like the SMTP server: it checks the X-Twilio-Signature,
-commits the body exactly as posted (``inbound.keep.GroupKeeper``), answers empty TwiML, and
+commits the body exactly as posted (``inbound.keep.keep_raw``), answers empty TwiML, and
 leaves the decision to the background pump (``worker.inbound_pump``), so Twilio's
 15-second timeout never depends on threading or media downloads. The signature is
 checked against ``PUBLIC_URL`` + path, not the URL this process sees, because behind a
@@ -17,7 +17,6 @@ Answers::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from inbound.keep import GroupKeeper, TemporaryFailure
+from inbound.keep import TemporaryFailure, keep_raw
 from inbound.media import RetryPolicy
 from inbound.twilio_status import BadCallback, StatusCallback, record_status
 from worker import survey_page
@@ -223,13 +222,8 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
     worker = make_pump(runtime, sweep_seconds=sweep_seconds or default_sweep(runtime),
                        media_policy=media_policy) if pump else None
 
-    # Concurrent posts share one commit (see inbound.keep.GroupKeeper); none is answered
-    # before its own message is committed.
-    keeper = GroupKeeper(runtime.sessions)
-
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        keeper.start()
         if worker is not None:
             worker.start()
         try:
@@ -237,7 +231,6 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
         finally:
             if worker is not None:
                 await run_in_threadpool(worker.stop)
-            await run_in_threadpool(keeper.stop)
 
     app = FastAPI(title="helpdesk-worker", version="1", lifespan=lifespan,
                   description="Twilio WhatsApp webhooks, the satisfaction survey page and the health check.")
@@ -258,7 +251,9 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
         sender = next((v for k, v in pairs or [] if k == "From"), "")
         sender = "".join(ch for ch in sender if ch.isprintable())[:320] or None  # metadata only
         try:
-            raw_id = await asyncio.wrap_future(keeper.keep(source="whatsapp", data=body, envelope_from=sender))
+            raw_id = await run_in_threadpool(
+                lambda: keep_raw(runtime.sessions, source="whatsapp", data=body, envelope_from=sender)
+            )
         except TemporaryFailure as exc:
             log.warning("whatsapp webhook: %s", exc)
             return plain(503, "cannot store the message now; retry")
