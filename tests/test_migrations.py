@@ -32,9 +32,10 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_migrations_and_models_agree(empty_url: str) -> None:
+def test_migrations_and_models_agree(empty_url: str, redis_namespace: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_")}
     env["HELPDESK_DATABASE_URL"] = empty_url
+    env["HELPDESK_REDIS_NAMESPACE"] = redis_namespace  # `open` publishes; keep the shared Redis clean
     assert "database at head" in helpdesk(env, "db", "upgrade").stdout
     helpdesk(env, "db", "upgrade")  # a second run is a no-op
     engine = make_engine(empty_url)

@@ -37,5 +37,6 @@ def test_run_on_embedded_defaults_answers_a_mail_with_an_eml_acknowledgement(tmp
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
     [ticket] = helpdesk_json({**env, "HELPDESK_DATABASE_URL": f"sqlite:///{tmp_path}/var/helpdesk.db"}, "tickets")
+    # (`tickets` only reads: it publishes nothing to Redis)
     assert f"[JHL#{ticket['number']}]" in str(ack["Subject"])
     assert (tmp_path / "var" / "helpdesk.db").exists()
