@@ -238,16 +238,26 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
     app.state.pump = worker
     company = runtime.settings.company_name
 
-    @app.post("/webhooks/twilio/whatsapp", response_class=Response, responses=_WHATSAPP_RESPONSES,
-              openapi_extra=_fields(WHATSAPP_FIELDS, ("MessageSid", "From")), summary="Inbound WhatsApp message")
-    async def whatsapp_webhook(request: Request, x_twilio_signature: Signature = None) -> Response:
-        """Keep the message and answer; threading runs after the answer."""
+    async def signed_form(
+        request: Request, signature: str | None
+    ) -> tuple[bytes, list[tuple[str, str]] | None] | Response:
+        """The body and its form fields when Twilio signed them; else the refusal (413, 403)."""
         body = await read_body(request)
         if body is None:
             return plain(413, "body too large")
         pairs = form_pairs(body)
-        if not signature_valid(runtime, request, pairs, x_twilio_signature):
+        if not signature_valid(runtime, request, pairs, signature):
             return plain(403, "invalid X-Twilio-Signature")
+        return body, pairs
+
+    @app.post("/webhooks/twilio/whatsapp", response_class=Response, responses=_WHATSAPP_RESPONSES,
+              openapi_extra=_fields(WHATSAPP_FIELDS, ("MessageSid", "From")), summary="Inbound WhatsApp message")
+    async def whatsapp_webhook(request: Request, x_twilio_signature: Signature = None) -> Response:
+        """Keep the message and answer; threading runs after the answer."""
+        signed = await signed_form(request, x_twilio_signature)
+        if isinstance(signed, Response):
+            return signed
+        body, pairs = signed
         sender = next((v for k, v in pairs or [] if k == "From"), "")
         sender = "".join(ch for ch in sender if ch.isprintable())[:320] or None  # metadata only
         try:
@@ -266,12 +276,10 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
               summary="Delivery status of a WhatsApp notification")
     async def status_webhook(request: Request, x_twilio_signature: Signature = None) -> Response:
         """Record the status on its notification, in the request (idempotent, small)."""
-        body = await read_body(request)
-        if body is None:
-            return plain(413, "body too large")
-        pairs = form_pairs(body)
-        if not signature_valid(runtime, request, pairs, x_twilio_signature):
-            return plain(403, "invalid X-Twilio-Signature")
+        signed = await signed_form(request, x_twilio_signature)
+        if isinstance(signed, Response):
+            return signed
+        _body, pairs = signed
         form: dict[str, str] = {}
         for key, value in pairs or []:
             form.setdefault(key, value)
