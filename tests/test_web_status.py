@@ -29,12 +29,7 @@ def sent(web: WebApp, twilio: TwilioServer) -> Iterator[tuple[int, str]]:
         s.add(row)
         s.flush()
         row_id = row.id
-    client = twilio.client()
-    try:
-        message = client.messages.create(to=WA_FROM, from_=OUR_NUMBER, body="Tu cita quedó agendada",
-                                         status_callback=web.url + "/webhooks/twilio/status")
-    finally:
-        client.http_client.close()  # type: ignore[attr-defined]
+    message = send_via_twilio(twilio, web)
     with web.rt.transaction() as s:
         row = s.get(Outbox, row_id)
         row.provider_id, row.status = message.sid, "sent"
@@ -89,12 +84,7 @@ def test_outside_the_24_hour_window_the_notification_goes_again_as_the_template(
         s.flush()
         original_id = original.id
     twilio.outside_window(PHONE, delay=0.5)  # the sender records the sid before Twilio calls back
-    client = twilio.client()
-    try:
-        message = client.messages.create(to=WA_FROM, from_=OUR_NUMBER, body="Tu cita quedó agendada",
-                                         status_callback=web.url + "/webhooks/twilio/status")
-    finally:
-        client.http_client.close()  # type: ignore[attr-defined]
+    message = send_via_twilio(twilio, web)
     with web.rt.transaction() as s:
         s.get(Outbox, original_id).provider_id = message.sid
     callback = twilio.wait_for_callbacks(1)[0]
@@ -143,3 +133,13 @@ def test_a_callback_before_the_sender_recorded_the_sid_is_applied_afterwards(web
         assert apply_recorded_events(s, late) == [f"notification {late.id}: sent → delivered"]
         late_id = late.id
     assert row(web, late_id).status == "delivered"
+
+
+def send_via_twilio(twilio, web):  # type: ignore[no-untyped-def]
+    """A WhatsApp message sent through the Twilio-shaped server, with our status callback."""
+    client = twilio.client()
+    try:
+        return client.messages.create(to=WA_FROM, from_=OUR_NUMBER, body="Tu cita quedó agendada",
+                                      status_callback=web.url + "/webhooks/twilio/status")
+    finally:
+        client.http_client.close()  # type: ignore[attr-defined]
