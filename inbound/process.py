@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.pipelines import Catalog
 from config.settings import Settings
 from models.base import utcnow
+from models.lookups import Keys, lookups, reset
 from models.message import RawMessage
 
 log = logging.getLogger("helpdesk.inbound")
@@ -37,22 +39,54 @@ class Quarantine(Exception):
     """This message cannot be processed as it is; keep it raw with this reason."""
 
 
-Handler = Callable[[Session, RawMessage, Settings, Catalog], str]
+Outcome = str | Callable[[], str]
+"""What happened to a message, for its raw row; a callable when it names something the
+batch's flush has yet to number (a new ticket)."""
 
 
-def _mail_handler() -> Handler:
-    from inbound.mail import handle
+class Handler(Protocol):
+    """Turns raw messages of some sources into ticket messages, a batch at a time."""
 
-    return handle
+    def prepare(self, raw: RawMessage) -> Any:
+        """What needs no database (parsing); never raises: errors go into the plan."""
+
+    def keys(self, plan: Any, keys: Keys) -> None:
+        """Add what handling ``plan`` will look up, so the batch asks for it at once."""
+
+    def handle(self, session: Session, raw: RawMessage, plan: Any, catalog: Catalog) -> Outcome:
+        """Decide and add the rows (the caller flushes). Raises Quarantine on bad input."""
 
 
-def _whatsapp_handler() -> Handler:
+class OneByOne:
+    """A handler with nothing to prepare or prefetch (WhatsApp: one form per message)."""
+
+    def __init__(self, handle: Callable[[Session, RawMessage, Settings, Catalog], str], settings: Settings) -> None:
+        self._handle = handle
+        self.settings = settings
+
+    def prepare(self, raw: RawMessage) -> None:
+        return None
+
+    def keys(self, plan: None, keys: Keys) -> None:
+        return None
+
+    def handle(self, session: Session, raw: RawMessage, plan: None, catalog: Catalog) -> Outcome:
+        return self._handle(session, raw, self.settings, catalog)
+
+
+def _mail_handler(settings: Settings) -> Handler:
+    from inbound.mail import MailHandler
+
+    return MailHandler(settings)
+
+
+def _whatsapp_handler(settings: Settings) -> Handler:
     from inbound.whatsapp import handle
 
-    return handle
+    return OneByOne(handle, settings)
 
 
-HANDLERS: dict[str, Callable[[], Handler]] = {
+HANDLERS: dict[str, Callable[[Settings], Handler]] = {
     "smtp": _mail_handler,
     "imap": _mail_handler,
     "pipe": _mail_handler,
@@ -77,7 +111,9 @@ class Processor:
             factory = HANDLERS.get(source)
             if factory is None:
                 raise Quarantine(f"no handler for source {source!r}")
-            found = self._handlers[source] = factory()
+            key = source if source == "whatsapp" else "mail"
+            found = self._handlers.get(key) or factory(self.settings)
+            self._handlers[source] = self._handlers[key] = found
         return found
 
     def pending_ids(self, limit: int = 5000, sources: tuple[str, ...] | None = None) -> list[int]:
@@ -129,21 +165,25 @@ class Processor:
         """Handle several raw messages in ONE transaction.
 
         One commit for the batch instead of one per message is what lets threading keep
-        up with the door. The batch first runs optimistically, without savepoints (two
-        round trips per message saved); if any message fails, the whole transaction is
-        rolled back and the batch runs again with a savepoint each, so that a failing
-        message rolls back alone and is quarantined in the same transaction. If the
-        commit itself fails (the database went away) every row stays pending.
+        up with the door. The batch first runs optimistically: every message is parsed
+        (once), everything threading will look up is asked for at once
+        (``models.lookups``), the messages are handled in order, and all their rows are
+        written in one flush, without savepoints. If any message fails, the whole
+        transaction is rolled back and the batch runs again with a savepoint each, so
+        that a failing message rolls back alone and is quarantined in the same
+        transaction. If the commit itself fails (the database went away) every row stays
+        pending.
 
         Raises:
             OperationalError: the database is unavailable; nothing of the batch changed.
         """
+        plans: dict[int, Any] = {}  # parsed once, whichever path handles them
         try:
-            results = self._run_batch(raw_ids, careful=False)
+            results = self._run_batch(raw_ids, plans, careful=False)
         except OperationalError:
             raise
-        except (_Retry, SQLAlchemyError):  # a message failed, maybe only at the commit
-            results = self._run_batch(raw_ids, careful=True)
+        except (_Retry, SQLAlchemyError):  # a message failed, maybe only at the flush or commit
+            results = self._run_batch(raw_ids, plans, careful=True)
         self.handled += len(results)
         for raw_id, outcome in results.items():
             if outcome.startswith("quarantined"):
@@ -152,7 +192,7 @@ class Processor:
                 log.info("raw %s: %s", raw_id, outcome)
         return results
 
-    def _run_batch(self, raw_ids: list[int], *, careful: bool) -> dict[int, str]:
+    def _run_batch(self, raw_ids: list[int], plans: dict[int, Any], *, careful: bool) -> dict[int, str]:
         results: dict[int, str] = {}
         with self.sessions.begin() as session:
             query = (
@@ -162,42 +202,83 @@ class Processor:
             )
             if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)  # another process has those
-            for raw in session.scalars(query).all():
-                if careful:
-                    results[raw.id] = self._handle(session, raw)
-                else:
-                    results[raw.id] = self._handle_optimistic(session, raw)
+            raws = session.scalars(query).all()
+            for raw in raws:
+                if raw.id not in plans:
+                    plans[raw.id] = self._prepare(raw)
+            if careful:
+                for raw in raws:
+                    results[raw.id] = self._handle(session, raw, plans[raw.id])
+                return results
+            keys = Keys()
+            for raw in raws:
+                plan = plans[raw.id]
+                if not isinstance(plan, _Unhandled):
+                    self.handler(raw.source).keys(plan, keys)
+            lookups(session).prefetch(keys)
+            outcomes = [(raw, self._handle_optimistic(session, raw, plans[raw.id])) for raw in raws]
+            try:
+                session.flush()  # every row of the batch at once; a refused row fails the batch
+            except OperationalError:
+                raise
+            except Exception as exc:  # e.g. IntegrityError, or text the driver cannot encode
+                raise _Retry from exc
+            for raw, outcome in outcomes:
+                results[raw.id] = self._finish(raw, outcome)
         return results
 
-    def _handle_optimistic(self, session: Session, raw: RawMessage) -> str:
-        """The fast path: no savepoint; any failure sends the batch down the careful path."""
+    def _prepare(self, raw: RawMessage) -> Any:
         try:
-            outcome = self.handler(raw.source)(session, raw, self.settings, self.catalog)
-            session.flush()  # a row the database refuses is this message's failure
+            return self.handler(raw.source).prepare(raw)
+        except Quarantine as exc:
+            return _Unhandled(str(exc))
+        except Exception as exc:  # lose nothing: quarantined with the reason
+            log.exception("raw %s: unexpected failure while parsing", raw.id)
+            return _Unhandled(f"unexpected {type(exc).__name__}: {exc}")
+
+    def _handle_optimistic(self, session: Session, raw: RawMessage, plan: Any) -> Outcome:
+        """The fast path: no savepoint; any failure sends the batch down the careful path."""
+        error = plan.reason if isinstance(plan, _Unhandled) else getattr(plan, "error", None)
+        if error is not None:  # known before any row was added: nothing to roll back
+            raw.attempts += 1
+            raw.processed_at = utcnow()
+            return lambda: self._quarantined(raw, error)
+        try:
+            return self.handler(raw.source).handle(session, raw, plan, self.catalog)
         except OperationalError:
             raise  # the database is away, or a lock race: handled by process_batch
         except Exception as exc:
             raise _Retry from exc
+
+    def _finish(self, raw: RawMessage, outcome: Outcome) -> str:
+        text = outcome() if callable(outcome) else outcome
+        if raw.status == "quarantined":
+            return text
         raw.attempts += 1
         raw.processed_at = utcnow()
         raw.status = "done"
-        raw.outcome = outcome[:2000]
+        raw.outcome = text[:2000]
         raw.error = None
-        return outcome
+        return text
 
-    def _handle(self, session: Session, raw: RawMessage) -> str:
+    def _handle(self, session: Session, raw: RawMessage, plan: Any) -> str:
         raw.attempts += 1
         raw.processed_at = utcnow()
-        handler = self.handler(raw.source)
         try:
+            if isinstance(plan, _Unhandled):
+                raise Quarantine(plan.reason)
+            handler = self.handler(raw.source)
             try:
+                reset(session)
                 with session.begin_nested():
-                    outcome = handler(session, raw, self.settings, self.catalog)
+                    outcome = handler.handle(session, raw, plan, self.catalog)
             except IntegrityError:
                 # Another process stored the same message (or created the same contact)
                 # at the same moment and won: run again, now seeing the winner's rows.
+                reset(session)
                 with session.begin_nested():
-                    outcome = handler(session, raw, self.settings, self.catalog)
+                    outcome = handler.handle(session, raw, plan, self.catalog)
+            text = outcome() if callable(outcome) else outcome
         except OperationalError:
             raise
         except Quarantine as exc:
@@ -206,15 +287,22 @@ class Processor:
             log.exception("raw %s: unexpected failure", raw.id)
             return self._quarantined(raw, f"unexpected {type(exc).__name__}: {exc}")
         raw.status = "done"
-        raw.outcome = outcome[:2000]
+        raw.outcome = text[:2000]
         raw.error = None
-        return outcome
+        return text
 
     @staticmethod
     def _quarantined(raw: RawMessage, reason: str) -> str:
         raw.status = "quarantined"
         raw.error = reason[:2000]
         return f"quarantined: {reason}"
+
+
+@dataclass
+class _Unhandled:
+    """A raw message no handler can take (unknown source, crash while parsing)."""
+
+    reason: str
 
 
 class _Retry(Exception):

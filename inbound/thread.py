@@ -15,16 +15,16 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from models.base import utcnow
 from models.contact import Contact
 from models.identity import own_outbox_id
+from models.lookups import lookups
 from models.message import Message
 from models.numbers import find_numbers
-from models.outbox import Outbox
 from models.ticket import Ticket
 from models.tickets import find_by_number, is_participant, subject_key
 
@@ -39,57 +39,38 @@ class Decision:
     flag_reason: str | None = None
 
 
-# Built once: these run for every inbound message, and building a statement costs more
-# than the round trip it makes.
-_DUPLICATE = select(Message.id).where(
-    Message.channel == bindparam("channel"), Message.external_id == bindparam("external_id")
-)
-_OPEN_BY_SUBJECT = (
-    select(Ticket)
-    .where(
-        Ticket.requester_id == bindparam("requester_id"),
-        Ticket.state == "Abierto",
-        Ticket.subject_key == bindparam("key"),
-        Ticket.updated_at >= bindparam("since"),
-    )
-    .order_by(Ticket.id.desc())
-    .limit(1)
-)
-
-
 def is_duplicate(session: Session, channel: str, external_id: str) -> bool:
-    return session.scalar(_DUPLICATE, {"channel": channel, "external_id": external_id}) is not None
+    if channel == "email":
+        return lookups(session).is_stored(external_id)
+    return session.scalar(select(Message.id).where(
+        Message.channel == channel, Message.external_id == external_id)) is not None
+
+
+def header_ids(ids: list[str]) -> list[str]:
+    """The ids worth looking up, most recent reference first, at most 50."""
+    return list(dict.fromkeys(reversed(ids)))[:50]
 
 
 def by_headers(session: Session, ids: list[str], settings: Settings) -> Ticket | None:
     """The ticket of the most recent message id in ``ids`` that we stored or sent."""
     if not ids:
         return None
-    ids = list(dict.fromkeys(reversed(ids)))[:50]  # most recent reference first
+    ids = header_ids(ids)
+    known = lookups(session)
     for mid in ids:
         outbox_id = own_outbox_id(mid, settings.secret_key)
         if outbox_id is not None:
-            ticket_id = session.scalar(select(Outbox.ticket_id).where(Outbox.id == outbox_id))
-            if ticket_id is not None:
-                return session.get(Ticket, ticket_id)
-    rows = dict(
-        session.execute(
-            select(Message.external_id, Message.ticket_id).where(
-                Message.channel == "email", Message.external_id.in_(ids)
-            )
-        ).all()
-    )
+            ticket = known.outbox_ticket(outbox_id)
+            if ticket is not None:
+                return ticket
+    stored = known.message_tickets(ids)
     for mid in ids:
-        if mid in rows:
-            return session.get(Ticket, rows[mid])
-    sent = dict(
-        session.execute(
-            select(Outbox.provider_id, Outbox.ticket_id).where(Outbox.provider_id.in_(ids))
-        ).all()
-    )
+        if mid in stored:
+            return stored[mid]
+    sent = known.sent_tickets(ids)
     for mid in ids:
-        if sent.get(mid) is not None:
-            return session.get(Ticket, sent[mid])
+        if mid in sent:
+            return sent[mid]
     return None
 
 
@@ -106,21 +87,34 @@ def may_write_into(session: Session, ticket: Ticket, contact: Contact, settings:
     domain = ticket.company.mail_domain if ticket.company is not None else None
     if domain and contact.email and contact.email.rsplit("@", 1)[-1].lower() == domain.lower():
         return True
-    return contact.id is not None and is_participant(session, ticket, contact)
+    return is_participant(session, ticket, contact)
 
 
-def by_number(
-    session: Session, subject: str, texts: list[str], contact: Contact, settings: Settings
-) -> Decision | None:
-    tag = re.compile(rf"\[\s*{re.escape(settings.ticket_prefix)}\s*#\s*(\d+)\s*\]", re.I)
+def cited_numbers(subject: str, texts: list[str], prefix: str) -> list[tuple[int, str]]:
+    """(number, how) for every ticket number the subject tag, subject or texts cite."""
+    tag = _TAGS.get(prefix)
+    if tag is None:
+        tag = _TAGS[prefix] = re.compile(rf"\[\s*{re.escape(prefix)}\s*#\s*(\d+)\s*\]", re.I)
     candidates: list[tuple[int, str]] = []
     for match in tag.finditer(subject or ""):
         candidates.append((int(match.group(1)), "tag"))
-    for number in find_numbers(subject, settings.ticket_prefix):
+    for number in find_numbers(subject, prefix):
         candidates.append((number, "number"))
     for text in texts:
-        for number in find_numbers(text, settings.ticket_prefix):
+        for number in find_numbers(text, prefix):
             candidates.append((number, "number"))
+    return candidates
+
+
+_TAGS: dict[str, re.Pattern[str]] = {}
+
+
+def by_number(
+    session: Session, subject: str, texts: list[str], contact: Contact, settings: Settings,
+    candidates: list[tuple[int, str]] | None = None,
+) -> Decision | None:
+    if candidates is None:
+        candidates = cited_numbers(subject, texts, settings.ticket_prefix)
     refused: int | None = None
     for number, how in candidates:
         ticket = find_by_number(session, number)
@@ -137,10 +131,10 @@ def by_number(
 
 def by_subject(session: Session, contact: Contact, subject: str, settings: Settings) -> Ticket | None:
     key = subject_key(subject)
-    if not key or contact.id is None:
+    if not key:
         return None
     since = utcnow() - timedelta(hours=settings.subject_window_hours)
-    return session.scalar(_OPEN_BY_SUBJECT, {"requester_id": contact.id, "key": key, "since": since})
+    return lookups(session).open_by_subject(contact, key, since)
 
 
 def after_close(ticket: Ticket, how: str, settings: Settings) -> Decision:
@@ -163,6 +157,7 @@ def decide(
     reference_ids: list[str],
     texts: list[str],
     settings: Settings,
+    candidates: list[tuple[int, str]] | None = None,
 ) -> Decision:
     """Steps 2 to 5 (the caller has checked step 1, the duplicate)."""
     ticket = by_headers(session, in_reply_to, settings)
@@ -171,7 +166,7 @@ def decide(
     ticket = by_headers(session, reference_ids, settings)
     if ticket is not None:
         return after_close(ticket, "references", settings)
-    decision = by_number(session, subject, texts, contact, settings)
+    decision = by_number(session, subject, texts, contact, settings, candidates)
     if decision is not None:
         return after_close(decision.ticket, decision.threaded_by, settings) if decision.ticket else decision
     ticket = by_subject(session, contact, subject, settings)

@@ -17,7 +17,6 @@ from models.base import Base, UTCDateTime, storable, utcnow
 ROLES = ("vehicle_user", "fleet_manager", "staff")
 CHANNELS = ("email", "whatsapp")
 # Contacts created in this session: they have no history to look up (acknowledgements).
-NEW_CONTACTS = "helpdesk.new_contacts"
 
 
 class Company(Base):
@@ -96,25 +95,27 @@ def get_or_create_by_email(
 ) -> Contact:
     """The contact owning ``address``, created (with its domain's company) when unknown.
 
-    Two doors may meet the same new sender at once; the unique address makes the second
-    insert raise IntegrityError, and the caller runs its unit of work again (the inbound
-    Processor does), which then finds the winner's row. No savepoint here: they cost two
-    round trips per message on the hot path.
+    A new contact is only added to the session: it is written with the rest of the
+    batch at the next flush. Two doors may meet the same new sender at once; the unique
+    address makes the second flush raise IntegrityError, and the caller runs its unit of
+    work again (the inbound Processor does), which then finds the winner's row. No
+    savepoint here: they cost two round trips per message on the hot path.
     """
+    from models.lookups import lookups
+
     address = normalize_email(address)
-    found = find_by_email(session, address)
+    known = lookups(session)
+    found = known.contact_by_email(address)
     if found is not None:
         if name and not found.name:
             found.name = name
         return found
-    domain = address.rsplit("@", 1)[-1]
-    company = company_for_domain(session, domain)
+    company = known.company_for_domain(address.rsplit("@", 1)[-1])
     contact = Contact(name=storable(name) or "", company_id=company.id if company else None,
                       role=role or "vehicle_user")
     contact.emails.append(ContactEmail(email=address))
     session.add(contact)
-    session.flush()
-    session.info.setdefault(NEW_CONTACTS, set()).add(contact.id)
+    known.added_contact(contact, address)
     return contact
 
 
@@ -122,6 +123,8 @@ def get_or_create_by_phone(
     session: Session, e164: str, name: str = "", whatsapp_address: str | None = None
 ) -> Contact:
     """The contact with this E.164 number, created when unknown (named by the profile)."""
+    from models.lookups import lookups
+
     found = find_by_phone(session, e164)
     if found is None:
         contact = Contact(
@@ -132,7 +135,7 @@ def get_or_create_by_phone(
             with session.begin_nested():
                 session.add(contact)
                 session.flush()
-            session.info.setdefault(NEW_CONTACTS, set()).add(contact.id)
+            lookups(session).added_contact(contact)
             return contact
         except IntegrityError:
             found = find_by_phone(session, e164)

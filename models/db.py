@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Integer, Sequence, Table, create_engine, event, insert, select
+from sqlalchemy import Column, Integer, Sequence, Table, create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,12 +72,16 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def next_sequence_value(session: Session) -> int:
-    """A new, never-reused value for the next ticket number, from the database."""
-    if session.get_bind().dialect.name == "postgresql":
-        return int(session.execute(select(TICKET_SEQUENCE.next_value())).scalar_one())
-    result = session.execute(insert(ticket_counter).returning(ticket_counter.c.id))
-    return int(result.scalar_one())
+def next_sequence_values(session: Session, count: int) -> list[int]:
+    """``count`` new, never-reused values, ascending, in one round trip on PostgreSQL."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            select(TICKET_SEQUENCE.next_value()).select_from(func.generate_series(1, count))
+        ).scalars()
+        return sorted(int(v) for v in rows)
+    return [int(conn.execute(insert(ticket_counter).returning(ticket_counter.c.id)).scalar_one())
+            for _ in range(count)]
 
 
 def create_schema(engine: Engine) -> None:

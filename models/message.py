@@ -8,6 +8,7 @@ the parser can be replayed over quarantined rows.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     Boolean,
@@ -22,6 +23,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from models.contact import Contact
+    from models.ticket import Ticket
 
 SOURCES = ("smtp", "imap", "pipe", "whatsapp", "cli")
 RAW_STATUSES = ("pending", "processing", "done", "quarantined")
@@ -77,6 +82,9 @@ class Message(Base):
     attachments: Mapped[list[Attachment]] = relationship(
         back_populates="message", cascade="all, delete-orphan", order_by="Attachment.id"
     )
+    # Set on new rows so that one flush writes a batch's tickets, then their messages.
+    ticket: Mapped[Ticket] = relationship()
+    contact: Mapped[Contact | None] = relationship()
 
 
 class Blob(Base):

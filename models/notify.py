@@ -9,22 +9,21 @@ session and handed, after the commit, to whatever publisher the runtime installe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import utcnow
-from models.contact import NEW_CONTACTS, Contact
+from models.contact import Contact
+from models.lookups import ACK_TEMPLATES, lookups
 from models.outbox import Outbox
 from models.ticket import Ticket
 
 Publisher = Callable[[list[int]], None]
-_NEW_IDS = "helpdesk.outbox_new"
-_ACKS = "helpdesk.acks_queued"
-# Automatic answers to a sender's message: capped per sender per hour.
-ACK_TEMPLATES = ("ack", "joined_ticket", "flagged_new_ticket")
+_NEW_ROWS = "helpdesk.outbox_new"
+__all__ = ["ACK_TEMPLATES", "acks_in_last_hour", "choose_channel", "enqueue", "install_publisher"]
 
 
 def email_possible(contact: Contact) -> bool:
@@ -85,14 +84,20 @@ def enqueue(
     audience: str = "requester",
     channel: str | None = None,
     not_before: datetime | None = None,
+    flush: bool = True,
 ) -> Outbox | None:
-    """Add one outbox row (or none when the contact cannot be reached at all)."""
+    """Add one outbox row (or none when the contact cannot be reached at all).
+
+    ``flush=False`` leaves the row (and a new ticket or contact it names) to the
+    caller's next flush, so that a batch writes all its rows at once; its id is known
+    after that flush, and it is published after the commit either way.
+    """
     channel = channel or choose_channel(contact)
     if channel is None:
         return None
     row = Outbox(
-        ticket_id=ticket.id if ticket is not None else None,
-        contact_id=contact.id,
+        ticket=ticket,
+        contact=contact,
         channel=channel,
         template=template,
         audience=audience,
@@ -101,29 +106,16 @@ def enqueue(
         next_attempt_at=not_before or utcnow(),
     )
     session.add(row)
-    session.flush()
-    session.info.setdefault(_NEW_IDS, []).append(row.id)
+    if flush:
+        session.flush()
+    session.info.setdefault(_NEW_ROWS, []).append(row)
     if template in ACK_TEMPLATES:
-        acks = session.info.setdefault(_ACKS, {})
-        acks[contact.id] = acks.get(contact.id, 0) + 1
+        lookups(session).queued_ack(contact)
     return row
 
 
 def acks_in_last_hour(session: Session, contact: Contact) -> int:
-    if contact.id in session.info.get(NEW_CONTACTS, ()):
-        # Created in this transaction: only what this transaction queued counts.
-        return session.info.get(_ACKS, {}).get(contact.id, 0)
-    since = utcnow() - timedelta(hours=1)
-    return int(
-        session.scalar(
-            select(func.count(Outbox.id)).where(
-                Outbox.contact_id == contact.id,
-                Outbox.template.in_(ACK_TEMPLATES),
-                Outbox.created_at >= since,
-            )
-        )
-        or 0
-    )
+    return lookups(session).acks_in_last_hour(contact)
 
 
 def install_publisher(factory: sessionmaker[Session], publish: Publisher) -> None:
@@ -131,10 +123,11 @@ def install_publisher(factory: sessionmaker[Session], publish: Publisher) -> Non
 
     @event.listens_for(factory, "after_commit")
     def _after_commit(session: Session) -> None:
-        ids = session.info.pop(_NEW_IDS, None)
+        rows = session.info.pop(_NEW_ROWS, None)
+        ids = [row.id for row in rows or () if row.id is not None]  # None: rolled back
         if ids:
             publish(ids)
 
     @event.listens_for(factory, "after_rollback")
     def _after_rollback(session: Session) -> None:
-        session.info.pop(_NEW_IDS, None)
+        session.info.pop(_NEW_ROWS, None)

@@ -8,12 +8,16 @@ twice sends once and a worker that dies mid-send leaves a claim that expires.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from models.contact import Contact
+    from models.ticket import Ticket
 
 # pending → sending → sent → (delivered → read) | failed | bounced | undelivered
 OUTBOX_STATUSES = (
@@ -47,6 +51,10 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    # Set on new rows so that one flush writes a batch's tickets and contacts first.
+    ticket: Mapped[Ticket | None] = relationship()
+    contact: Mapped[Contact | None] = relationship()
+
 
 class DeliveryEvent(Base):
     """A status callback (Twilio) or bounce; (provider id, status) is stored once."""
@@ -79,5 +87,6 @@ def retry(session: Session, outbox_id: int) -> Outbox:
     row.claim_token = None
     row.claimed_at = None
     row.last_error = None
-    session.info.setdefault("helpdesk.outbox_new", []).append(row.id)
+    # Published after the commit like a new row (``models.notify`` keeps the rows themselves).
+    session.info.setdefault("helpdesk.outbox_new", []).append(row)
     return row

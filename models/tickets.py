@@ -12,16 +12,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from config.pipelines import Catalog
 from config.settings import Settings
 from models.base import storable, utcnow
 from models.contact import Contact
-from models.db import next_sequence_value
+from models.db import next_sequence_values
+from models.lookups import lookups
 from models.message import Message
-from models.notify import acks_in_last_hour, enqueue
+from models.notify import enqueue
 from models.numbers import make_number
 from models.ticket import Participant, Ticket
 
@@ -46,35 +47,45 @@ def subject_key(subject: str | None) -> str:
 
 
 def find_by_number(session: Session, number: int) -> Ticket | None:
-    return session.scalar(select(Ticket).where(Ticket.number == number))
+    return lookups(session).ticket_by_number(number)
 
 
-def allocate_number(session: Session, settings: Settings) -> int:
-    return make_number(settings.ticket_start + next_sequence_value(session) - 1)
+_UNNUMBERED = "helpdesk.unnumbered"
+
+
+@event.listens_for(Session, "before_flush")
+def _number_new_tickets(session: Session, _context: object, _instances: object) -> None:
+    """Give the tickets opened since the last flush their numbers, in one round trip.
+
+    Why at the flush: a batch of inbound mail opens dozens of tickets and writes them in
+    one flush; asking the sequence once per ticket was a round trip each. Numbers follow
+    the order in which the tickets were opened.
+    """
+    waiting: list[tuple[Ticket, int]] = session.info.pop(_UNNUMBERED, None) or []
+    waiting = [(t, start) for t, start in waiting if t.number is None and t in session]
+    if not waiting:
+        return
+    values = next_sequence_values(session, len(waiting))
+    for (ticket, start), value in zip(waiting, values, strict=True):
+        ticket.number = make_number(start + value - 1)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_unnumbered(session: Session, _previous: object) -> None:
+    session.info.pop(_UNNUMBERED, None)
 
 
 def add_participant(session: Session, ticket: Ticket, contact: Contact, role: str) -> None:
-    """Make ``contact`` a participant unless it already is one."""
-    if contact.id is None:
-        session.flush()
-    exists = session.scalar(
-        select(Participant.id).where(
-            Participant.ticket_id == ticket.id, Participant.contact_id == contact.id
-        )
-    )
-    if exists is None:
-        session.add(Participant(ticket_id=ticket.id, contact_id=contact.id, role=role))
+    """Make ``contact`` a participant unless it already is one (either may be new)."""
+    known = lookups(session)
+    if known.is_participant(ticket, contact):
+        return
+    session.add(Participant(ticket=ticket, contact=contact, role=role))
+    known.added_participant(ticket, contact)
 
 
 def is_participant(session: Session, ticket: Ticket, contact: Contact) -> bool:
-    return (
-        session.scalar(
-            select(Participant.id).where(
-                Participant.ticket_id == ticket.id, Participant.contact_id == contact.id
-            )
-        )
-        is not None
-    )
+    return lookups(session).is_participant(ticket, contact)
 
 
 @dataclass
@@ -98,11 +109,11 @@ def add_message(
     session: Session, ticket: Ticket, contact: Contact | None, msg: NewMessage, direction: str = "in"
 ) -> Message:
     row = Message(
-        ticket_id=ticket.id,
+        ticket=ticket,
         channel=msg.channel,
         direction=direction,
         external_id=msg.external_id or f"local.{uuid.uuid4().hex}",
-        contact_id=contact.id if contact is not None else None,
+        contact=contact,
         sender=storable(msg.sender or (contact.display() if contact is not None else None)),
         subject=storable(msg.subject),
         text=storable(msg.text) or "",
@@ -114,6 +125,7 @@ def add_message(
         created_at=msg.created_at or utcnow(),
     )
     session.add(row)
+    lookups(session).added_message(row.channel, row.external_id, ticket)
     return row
 
 
@@ -133,17 +145,19 @@ def open_ticket(
     attention_reason: str | None = None,
     parent: Ticket | None = None,
     ack_channel: str | None = None,
+    flush: bool = True,
 ) -> Ticket:
     """A new ticket in the first stage of its pipeline, with its first message and the
     acknowledgement (when the first stage notifies and the sender is under the hourly cap),
-    on ``ack_channel`` when given (a WhatsApp message is acknowledged on WhatsApp)."""
+    on ``ack_channel`` when given (a WhatsApp message is acknowledged on WhatsApp).
+
+    With ``flush=False`` nothing is written yet: the ticket gets its number and id at
+    the caller's next flush, which writes a whole batch at once (inbound mail)."""
     pipeline = catalog.get_pipeline(pipeline_id)
     first = pipeline.first
     if requester.id is None:
         session.add(requester)
-        session.flush()
     ticket = Ticket(
-        number=allocate_number(session, settings),
         kind=kind,
         pipeline=pipeline.id,
         stage=first.name,
@@ -151,20 +165,22 @@ def open_ticket(
         subject=(storable(subject) or "").strip()[:1000],
         subject_key=subject_key(storable(subject)),
         inbox_address=inbox_address,
-        requester_id=requester.id,
+        requester=requester,
         company_id=requester.company_id,
         linked_number=linked_number,
         needs_attention=attention_reason is not None,
         attention_reason=attention_reason,
-        parent_id=parent.id if parent is not None else None,
+        parent=parent,
     )
-    ticket.requester = requester
     session.add(ticket)
-    session.flush()
-    session.add(Participant(ticket_id=ticket.id, contact_id=requester.id, role="requester"))
+    session.info.setdefault(_UNNUMBERED, []).append((ticket, settings.ticket_start))
+    known = lookups(session)
+    known.added_ticket(ticket)
+    session.add(Participant(ticket=ticket, contact=requester, role="requester"))
+    known.added_participant(ticket, requester)
     if message is not None:
         add_message(session, ticket, requester, message)
-    if acknowledge and first.notify and acks_in_last_hour(session, requester) < settings.ack_limit_per_hour:
+    if acknowledge and first.notify and known.acks_in_last_hour(requester) < settings.ack_limit_per_hour:
         template = "flagged_new_ticket" if linked_number is not None else "ack"
         enqueue(
             session,
@@ -173,7 +189,10 @@ def open_ticket(
             template=template,
             payload={"pipeline": pipeline.id, "stage": first.name, "linked_number": linked_number},
             channel=ack_channel,
+            flush=False,
         )
+    if flush:
+        session.flush()
     return ticket
 
 
