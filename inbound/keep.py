@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.base import utcnow
 from models.message import RawMessage
 
-# Built once: the door runs this for every message it accepts.
-_KEEP = insert(RawMessage).returning(RawMessage.id)
+# Built once: the door runs this for every message it accepts; a group of messages is
+# one multi-row INSERT whose ids come back in the order of the rows.
+_KEEP = insert(RawMessage).returning(RawMessage.id, sort_by_parameter_order=True)
 
 
 class TemporaryFailure(Exception):
@@ -114,7 +115,10 @@ class GroupKeeper:
     def _commit(self, group: list[tuple[dict[str, Any], Future[int]]]) -> None:
         try:
             with self.engine.begin() as conn:
-                ids = [int(conn.execute(_KEEP, params).scalar_one()) for params, _ in group]
+                if len(group) == 1:
+                    ids = [int(conn.execute(_KEEP, group[0][0]).scalar_one())]
+                else:
+                    ids = [int(i) for i in conn.execute(_KEEP, [params for params, _ in group]).scalars()]
         except Exception as exc:  # the database refused or is away: every sender retries
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
             for _, future in group:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from psycopg import RawCursor
 from sqlalchemy import Column, Integer, Sequence, Table, create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,7 +61,12 @@ def make_engine(url: str, timeout: float = 30.0, **kwargs: Any) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
-    kwargs.setdefault("connect_args", {"connect_timeout": max(1, int(timeout))})
+    # PostgreSQL's own $n placeholders and psycopg's raw cursor: psycopg then sends the
+    # statement as SQLAlchemy wrote it instead of re-parsing it for %(name)s markers on
+    # every execution, which for a batch's multi-row INSERT (thousands of parameters,
+    # too long for psycopg's cache) cost more CPU than the database spent running it.
+    kwargs.setdefault("paramstyle", "numeric_dollar")
+    kwargs.setdefault("connect_args", {"connect_timeout": max(1, int(timeout)), "cursor_factory": RawCursor})
     kwargs.setdefault("pool_pre_ping", True)
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)

@@ -47,7 +47,10 @@ def smtp(ctx: click.Context, listen: str | None, processors: int) -> None:
     # are threaded by their own processes.
     children = background = None
     if processors:
-        argv = helpdesk_command("process", "--sources", ",".join(MAIL_SOURCES), "--parent-pid", str(os.getpid()))
+        # Threading yields the CPU to the door: a sender waits for its 250, kept mail can
+        # wait a moment to be threaded (nothing is lost, and an idle door leaves it all).
+        argv = helpdesk_command("process", "--sources", ",".join(MAIL_SOURCES), "--parent-pid", str(os.getpid()),
+                                "--nice", "10")
         children = Children(argv, processors).start()
     else:
         background = BackgroundProcessor(processor_for(ctx), sources=MAIL_SOURCES).start()
@@ -68,9 +71,13 @@ def smtp(ctx: click.Context, listen: str | None, processors: int) -> None:
               help="Comma list of the doors whose kept messages to thread.")
 @click.option("--idle-poll", default=0.2, show_default=True, help="Longest pause between looks when idle.")
 @click.option("--parent-pid", type=int, help="Exit when this process is gone (the door that started us).")
+@click.option("--nice", "niceness", default=0, show_default=True, type=click.IntRange(0, 19),
+              help="Lower this process's CPU priority by this much (the door's children use 10).")
 @click.pass_context
-def process(ctx: click.Context, sources: str, idle_poll: float, parent_pid: int | None) -> None:
+def process(ctx: click.Context, sources: str, idle_poll: float, parent_pid: int | None, niceness: int) -> None:
     """Thread kept messages until stopped (the door's children run this)."""
+    if niceness:
+        os.nice(niceness)
     setup_logging()
     runtime(ctx, publish=True)
     processor = processor_for(ctx)
