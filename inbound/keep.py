@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +24,9 @@ from models.message import RawMessage
 # Built once: the door runs this for every message it accepts; a group of messages is
 # one multi-row INSERT whose ids come back in the order of the rows.
 _KEEP = insert(RawMessage).returning(RawMessage.id, sort_by_parameter_order=True)
+
+
+IDLE_RELEASE_SECONDS = 1.0
 
 
 class TemporaryFailure(Exception):
@@ -71,6 +76,13 @@ class GroupKeeper:
     def __init__(self, sessions: sessionmaker[Session], max_group: int = 32) -> None:
         self.engine = sessions.kw["bind"]
         self.max_group = max_group
+        # The keeper's own connection, held while groups follow each other: a pool
+        # checkout pings the server first (pool_pre_ping), a round trip per group that a
+        # busy door can do without. After a pause it goes back to the pool, so the next
+        # group's checkout pings again (a restarted server costs no 451); a failed group
+        # drops it.
+        self._conn: Connection | None = None
+        self._last_used = 0.0
         self._queue: queue.Queue[tuple[dict[str, Any], Future[int]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="group-keeper", daemon=True)
 
@@ -92,7 +104,23 @@ class GroupKeeper:
         }, future))
         return future
 
+    def _release(self, *, broken: bool = False) -> None:
+        if self._conn is not None:
+            try:
+                if broken:
+                    self._conn.invalidate()
+                self._conn.close()
+            except Exception:  # already broken: nothing more to release
+                pass
+            self._conn = None
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._release()
+
+    def _loop(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
@@ -113,13 +141,20 @@ class GroupKeeper:
                 return
 
     def _commit(self, group: list[tuple[dict[str, Any], Future[int]]]) -> None:
+        now = time.monotonic()
+        if self._conn is not None and now - self._last_used > IDLE_RELEASE_SECONDS:
+            self._release()
+        self._last_used = now
         try:
-            with self.engine.begin() as conn:
+            if self._conn is None:
+                self._conn = self.engine.connect()
+            with self._conn.begin():
                 if len(group) == 1:
-                    ids = [int(conn.execute(_KEEP, group[0][0]).scalar_one())]
+                    ids = [int(self._conn.execute(_KEEP, group[0][0]).scalar_one())]
                 else:
-                    ids = [int(i) for i in conn.execute(_KEEP, [params for params, _ in group]).scalars()]
+                    ids = [int(i) for i in self._conn.execute(_KEEP, [params for params, _ in group]).scalars()]
         except Exception as exc:  # the database refused or is away: every sender retries
+            self._release(broken=True)
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
             for _, future in group:
                 future.set_exception(TemporaryFailure(f"cannot store the message now: {reason}"))
