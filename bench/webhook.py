@@ -8,9 +8,15 @@ threads. Bodies and signatures are computed before the clock starts (Twilio comp
 them, not us), so the figures are the server's.
 
 Prints one JSON line: webhook_per_s, baseline_per_s, ratio, p50_ms, p99_ms (per request,
-product), baseline_p50_ms, and the options.
+product), baseline_p50_ms, and the options. Threading runs behind the door (in the web's
+niced child, ``--processors``), so the line also says how far behind it was:
+``pending_after_runs`` (kept but not yet threaded when the last run ended),
+``all_threaded_after_s`` (from then until every kept message was threaded) and
+``threaded_per_s`` (all messages over the time from the first product post until the
+last was threaded, baseline runs in between included: a lower bound).
 
 Usage: python bench/webhook.py [--small] [--requests N] [--connections C] [--runs R]
+                               [--processors P]
 """
 
 from __future__ import annotations
@@ -101,12 +107,30 @@ def post_all(url: str, posts: list[tuple[dict[str, str], bytes]], connections: i
     return elapsed, latencies
 
 
+def pending(conn: psycopg.Connection) -> int:
+    """Kept WhatsApp messages not threaded yet."""
+    row = conn.execute("SELECT count(*) FROM raw_messages WHERE source = 'whatsapp' "
+                       "AND status IN ('pending', 'processing')").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_threaded(conn: psycopg.Connection, timeout: float) -> bool:
+    """Wait until every kept WhatsApp message is threaded; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while pending(conn):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", action="store_true", help="300 requests x 3 runs")
     parser.add_argument("--requests", type=int, default=None)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--processors", type=int, default=1, help="helpdesk web --processors")
     args = parser.parse_args()
     n = args.requests or (300 if args.small else 2000)
     runs = args.runs or (3 if args.small else 5)
@@ -120,13 +144,17 @@ def main() -> None:
             env = env_with(database_url=db, twilio_auth_token=TOKEN, twilio_account_sid=ACCOUNT,
                            twilio_whatsapp_from="+5215587654321", public_url=url, redis_url=REDIS_URL,
                            redis_namespace=namespace)
-            procs.append(subprocess.Popen([HELPDESK, "web", "--listen", f"127.0.0.1:{port}", "--log-level", "warning"],
+            procs.append(subprocess.Popen([HELPDESK, "web", "--listen", f"127.0.0.1:{port}", "--log-level", "warning",
+                                           "--processors", str(args.processors)],
                                           env=env, stderr=subprocess.DEVNULL))
             procs.append(subprocess.Popen([sys.executable, "-c", BASELINE, str(base_port)]))
             wait_port("127.0.0.1", port)
             wait_port("127.0.0.1", base_port)
             post_all(url, signed(url, 50, 999), args.connections)  # warm-up
             post_all(base_url, signed(base_url, 50, 999), args.connections)
+            with psycopg.connect(db, autocommit=True) as conn:
+                wait_threaded(conn, timeout=60)  # the warm-up's backlog is not part of the figures
+            first_post = time.perf_counter()
             for run in range(runs):
                 t, lats = post_all(base_url, signed(base_url, n, run), args.connections)
                 base.append(n / t)
@@ -134,8 +162,12 @@ def main() -> None:
                 t, lats = post_all(url, signed(url, n, run), args.connections)
                 product.append(n / t)
                 lat.extend(lats)
+            runs_ended = time.perf_counter()
             with psycopg.connect(db, autocommit=True) as conn:
                 (kept,) = conn.execute("SELECT count(*) FROM raw_messages WHERE source = 'whatsapp'").fetchone()
+                pending_after = pending(conn)
+                threaded = wait_threaded(conn, timeout=300)
+            all_threaded = time.perf_counter()
             if kept != 50 + n * runs:
                 raise RuntimeError(f"{kept} raw messages kept, expected {50 + n * runs}")
             for proc in procs:
@@ -162,6 +194,10 @@ def main() -> None:
         "p50_ms": round(percentile(lat, 50) * 1000, 2),
         "p99_ms": round(percentile(lat, 99) * 1000, 2),
         "baseline_p50_ms": round(percentile(base_lat, 50) * 1000, 2),
+        "processors": args.processors,
+        "pending_after_runs": pending_after,
+        "all_threaded_after_s": round(all_threaded - runs_ended, 1) if threaded else ">300",
+        "threaded_per_s": round(n * runs / (all_threaded - first_post), 1) if threaded else None,
         "web_sigterm_to_exit_s": round(stop_s, 1) if stopped else ">30 (killed)",
         "server": "uvicorn, log-level warning, keep-alive httpx clients",
         "machine": f"{platform.machine()} {platform.python_version()} cores={os.cpu_count()}",

@@ -141,6 +141,11 @@ class GroupKeeper:
                 return
 
     def _commit(self, group: list[tuple[dict[str, Any], Future[int]]]) -> None:
+        # A sender that hung up before its turn (its future cancelled) got no 250 and will
+        # send again: its message is not kept, and setting its future would kill this thread.
+        group = [(params, future) for params, future in group if future.set_running_or_notify_cancel()]
+        if not group:
+            return
         now = time.monotonic()
         if self._conn is not None and now - self._last_used > IDLE_RELEASE_SECONDS:
             self._release()

@@ -257,3 +257,21 @@ def test_the_group_keeper_commits_every_message_and_answers_each_sender_its_own_
         kept = {r.id: r.data for r in s.scalars(select(RawMessage))}
     assert set(kept) == set(ids)
     assert all(f"Grupo {i}".encode() in kept[raw_id] for i, raw_id in enumerate(ids))
+
+
+def test_a_sender_that_hangs_up_before_its_commit_is_not_kept_and_the_keeper_goes_on(rt: Runtime) -> None:
+    from inbound.keep import GroupKeeper
+
+    keeper = GroupKeeper(rt.sessions, max_group=8)  # not started: the queue fills first
+    futures = [keeper.keep(source="smtp", data=mail(subject=f"Colgado {i}")) for i in range(6)]
+    assert futures[1].cancel() and futures[4].cancel()  # as aiosmtpd does when a client hangs up
+    keeper.start()
+    try:
+        ids = [f.result(timeout=30) for i, f in enumerate(futures) if i not in (1, 4)]
+        later = keeper.keep(source="smtp", data=mail(subject="Después")).result(timeout=30)
+    finally:
+        keeper.stop()
+    with rt.transaction() as s:
+        kept = {r.id: r.data for r in s.scalars(select(RawMessage))}
+    assert set(kept) == {*ids, later}
+    assert not any(b"Colgado 1" in d or b"Colgado 4" in d for d in kept.values())

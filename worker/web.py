@@ -1,9 +1,12 @@
 """``helpdesk web``: Twilio's webhooks, the survey page and the health check (FastAPI).
 
 The WhatsApp webhook is a door like the SMTP server: it checks the X-Twilio-Signature,
-commits the body exactly as posted (``inbound.keep.keep_raw``), answers empty TwiML, and
-leaves the decision to the background pump (``worker.inbound_pump``), so Twilio's
-15-second timeout never depends on threading or media downloads. The signature is
+commits the body exactly as posted, answers empty TwiML, and leaves the decision to the
+background pump (``worker.inbound_pump``), so Twilio's 15-second timeout never depends on
+threading or media downloads. The commit goes through ``inbound.keep.GroupKeeper``: posts
+arriving together share one INSERT and one commit on a held connection, each is answered
+only after its own row is committed, and the event loop awaits it without a thread-pool
+hop. The signature is
 checked against ``PUBLIC_URL`` + path, not the URL this process sees, because behind a
 proxy or TLS terminator those differ and Twilio signs the URL it called.
 
@@ -17,10 +20,11 @@ Answers::
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import parse_qsl
 
 import redis
@@ -32,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from inbound.keep import TemporaryFailure, keep_raw
+from inbound.keep import GroupKeeper, TemporaryFailure
 from inbound.media import RetryPolicy
 from inbound.twilio_status import BadCallback, StatusCallback, record_status
 from worker import survey_page
@@ -128,6 +132,15 @@ class _Params(dict[str, list[str]]):
         return self[name]
 
 
+class Service(Protocol):
+    """Something the web process runs beside the app (the threading children, the outbox
+    publisher): started before the first request, stopped in the app's shutdown."""
+
+    def start(self) -> object: ...
+
+    def stop(self) -> object: ...
+
+
 class Check(BaseModel):
     ok: bool
     error: str | None = None
@@ -186,6 +199,39 @@ def signature_valid(runtime: Runtime, request: Request, pairs: list[tuple[str, s
     return bool(RequestValidator(token).validate(url, params, signature))
 
 
+class Door:
+    """Keeps webhook bodies through one ``GroupKeeper`` thread, started on first use.
+
+    Why not ``keep_raw`` in the thread pool: a pool hop and a pool checkout per request,
+    and one commit per message; here concurrent posts share a statement and a commit, and
+    the event loop just awaits their futures.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._keeper: GroupKeeper | None = None
+
+    async def keep(self, data: bytes, sender: str | None) -> int:
+        """The committed raw message's id.
+
+        Raises:
+            TemporaryFailure: not committed; the caller answers 503 so Twilio retries.
+        """
+        if self._keeper is None:  # the event loop is one thread: no race here
+            self._keeper = GroupKeeper(self.runtime.sessions).start()
+        future = self._keeper.keep(source="whatsapp", data=data, envelope_from=sender)
+        # Shielded: a cancelled request (server shutdown) must not cancel the keeper's
+        # future (the keeper sets it once committed, and a cancelled one would make it
+        # raise); the row is kept anyway and Twilio's retry is then a duplicate, dropped.
+        return await asyncio.shield(asyncio.wrap_future(future))
+
+    def stop(self) -> None:
+        """Commit what is queued, then stop the keeper thread."""
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
+
+
 def check_database(runtime: Runtime) -> Check:
     try:
         with runtime.engine.connect() as conn:
@@ -210,7 +256,7 @@ def check_broker(runtime: Runtime) -> Check:
 
 
 def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | None = None,
-               media_policy: RetryPolicy | None = None) -> FastAPI:
+               media_policy: RetryPolicy | None = None, services: Sequence[Service] = ()) -> FastAPI:
     """The web app on ``runtime``.
 
     Parameters:
@@ -218,19 +264,30 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
             (started and stopped with the app's lifespan).
         sweep_seconds: how often that thread looks for pending rows and due media.
         media_policy: when failed media downloads are retried.
+        services: started with the app's lifespan and stopped, in reverse, in its
+            shutdown. Why there and not around ``uvicorn.run``: uvicorn re-raises the
+            SIGTERM it caught once it has shut down, so code after it never runs.
     """
     worker = make_pump(runtime, sweep_seconds=sweep_seconds or default_sweep(runtime),
                        media_policy=media_policy) if pump else None
+    door = Door(runtime)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if worker is not None:
-            worker.start()
+        started: list[Service] = []
         try:
+            for service in services:
+                await run_in_threadpool(service.start)
+                started.append(service)
+            if worker is not None:
+                worker.start()
             yield
         finally:
+            await run_in_threadpool(door.stop)
             if worker is not None:
                 await run_in_threadpool(worker.stop)
+            for service in reversed(started):
+                await run_in_threadpool(service.stop)
 
     app = FastAPI(title="helpdesk-worker", version="1", lifespan=lifespan,
                   description="Twilio WhatsApp webhooks, the satisfaction survey page and the health check.")
@@ -261,9 +318,7 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
         sender = next((v for k, v in pairs or [] if k == "From"), "")
         sender = "".join(ch for ch in sender if ch.isprintable())[:320] or None  # metadata only
         try:
-            raw_id = await run_in_threadpool(
-                lambda: keep_raw(runtime.sessions, source="whatsapp", data=body, envelope_from=sender)
-            )
+            raw_id = await door.keep(body, sender)
         except TemporaryFailure as exc:
             log.warning("whatsapp webhook: %s", exc)
             return plain(503, "cannot store the message now; retry")
