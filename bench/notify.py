@@ -24,6 +24,7 @@ Usage: python bench/notify.py [--small] [--messages N] [--runs R] [--processes P
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -68,13 +69,15 @@ c.stop()
 open(sys.argv[2], "w").write(json.dumps(arrivals))
 """
 
-# A do-nothing actor on the product's broker factory, with the worker's flags.
+# A do-nothing actor on the product's broker factory, with the worker's flags. It runs from
+# a file, not ``python -c``: with --processes > 1 its children are spawned, and a spawned
+# child imports the parent's main module to find ``consume``; from ``-c`` there is none,
+# every child died at once and the baseline waited forever (the hang of --processes 2).
 NOOP = """
 import multiprocessing, signal, sys, threading
 import dramatiq, redis
 from worker.broker import redis_broker
-url, ns, processes, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-def consume():
+def consume(url, ns, threads):
     broker = redis_broker(url, ns)
     counter = redis.Redis.from_url(url)
     def noop(i):
@@ -88,10 +91,12 @@ def consume():
     done.wait()
     w.stop()
 if __name__ == "__main__":
+    url, ns, processes, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     if processes == 1:
-        consume()
+        consume(url, ns, threads)
     else:
-        kids = [multiprocessing.get_context("spawn").Process(target=consume) for _ in range(processes)]
+        spawn = multiprocessing.get_context("spawn")
+        kids = [spawn.Process(target=consume, args=(url, ns, threads)) for _ in range(processes)]
         for k in kids: k.start()
         signal.signal(signal.SIGTERM, lambda *_: [k.terminate() for k in kids])
         for k in kids: k.join()
@@ -119,15 +124,28 @@ def make_tickets(rt, count: int, batch: int) -> list[int]:  # type: ignore[no-un
     return numbers
 
 
-def sent_count(conn: psycopg.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM outbox WHERE status = 'sent' AND template = 'stage'").fetchone()[0])
+def sent_count(conn: psycopg.Connection, floor: int = 0) -> int:
+    """Stage notifications sent among the rows after id ``floor``. Polled every few ms
+    while the worker drains: counted over the whole table (thousands of rows by the last
+    run) it cost the database about a millisecond a poll, a fifth of a core taken from
+    the machine under test; over one batch it costs a fraction of that."""
+    return int(conn.execute("SELECT count(*) FROM outbox WHERE id > %s AND status = 'sent' AND template = 'stage'",
+                            (floor,)).fetchone()[0])
 
 
-def wait_for(check, target: int, timeout: float = 600) -> None:  # type: ignore[no-untyped-def]
+def last_id(conn: psycopg.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
+
+
+def wait_for(check, target: int, timeout: float = 600, alive=None) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``check()`` until it reaches ``target``; fail at once when the consumer
+    (``alive``: its Popen) has exited, instead of waiting out the timeout."""
     deadline = time.monotonic() + timeout
     while (got := check()) < target:
         if time.monotonic() > deadline:
             raise RuntimeError(f"stuck at {got} of {target}")
+        if alive is not None and alive.poll() is not None:
+            raise RuntimeError(f"the consumer exited ({alive.returncode}) at {got} of {target}")
         time.sleep(0.005)
 
 
@@ -154,13 +172,14 @@ def drain(consumer: subprocess.Popen[bytes], fill, check, target: int, n: int) -
     finally:
         os.killpg(consumer.pid, signal.SIGCONT)
     start = time.perf_counter()
-    wait_for(check, target)
+    wait_for(check, target, alive=consumer)
     return n / (time.perf_counter() - start), fill_rate
 
 
-def run_product(rt, worker, conn, numbers: list[int], before: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def run_product(rt, worker, conn, numbers: list[int]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """(worker drain rate, commit rate) for one batch of stage changes."""
-    return drain(worker, lambda: commit_changes(rt, numbers), lambda: sent_count(conn), before + len(numbers),
+    floor = last_id(conn)
+    return drain(worker, lambda: commit_changes(rt, numbers), lambda: sent_count(conn, floor), len(numbers),
                  len(numbers))
 
 
@@ -221,6 +240,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
+    # SIGTERM (e.g. ``timeout``) unwinds through the clean-up below instead of leaving the
+    # worker's children, the scratch database and the Redis keys behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     n = args.messages or (200 if args.small else 1000)
     runs = args.runs or (3 if args.small else 5)
 
@@ -236,6 +258,7 @@ def main() -> None:
     client = redis.Redis.from_url(REDIS_URL)
     sink_port = free_port()
     arrivals_file = Path(tempfile.mkstemp(prefix="notify-arrivals-", suffix=".json")[1])
+    noop_file = Path(tempfile.mkstemp(prefix="notify-noop-", suffix=".py")[1])
     procs: list[subprocess.Popen[bytes]] = []
     flags = ["--processes", str(args.processes), "--threads", str(args.threads)]
     product, noop, compose, commits = [], [], [], []
@@ -247,7 +270,8 @@ def main() -> None:
             wait_port("127.0.0.1", sink_port)
             procs.append(subprocess.Popen([HELPDESK, "worker", *flags], env=env, stderr=subprocess.DEVNULL,
                                           start_new_session=True))
-            procs.append(subprocess.Popen([sys.executable, "-c", NOOP, REDIS_URL, namespace + "-noop",
+            noop_file.write_text(NOOP)
+            procs.append(subprocess.Popen([sys.executable, str(noop_file), REDIS_URL, namespace + "-noop",
                                            str(args.processes), str(args.threads)], cwd=ROOT,
                                           env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True))
             settings = Settings(_env_file=None, database_url=url, redis_url=REDIS_URL, redis_namespace=namespace,
@@ -262,11 +286,9 @@ def main() -> None:
                 commit_changes(rt, warm)  # warm-up: worker connected, caches hot
                 wait_for(lambda: sent_count(watch), len(warm))
                 run_noop(noop_proc, client, namespace + "-noop", 50)
-                done = len(warm)
                 for batch in batches[1:-1]:
                     noop.append(run_noop(noop_proc, client, namespace + "-noop", n))
-                    rate, commit_rate = run_product(rt, worker, watch, batch, done)
-                    done += n
+                    rate, commit_rate = run_product(rt, worker, watch, batch)
                     product.append(rate)
                     commits.append(commit_rate)
                     with rt.sessions() as session:
@@ -274,9 +296,10 @@ def main() -> None:
                                                   .order_by(Outbox.id.desc()).limit(n)))
                     compose.append(run_compose_send(rt, load_notes(rt, ids), sink_port))
                 # Latency, with the worker running while the changes are committed.
+                floor = last_id(watch)
                 start = time.perf_counter()
                 commit_changes(rt, batches[-1])
-                wait_for(lambda: sent_count(watch), done + n)
+                wait_for(lambda: sent_count(watch, floor), n)
                 live = n / (time.perf_counter() - start)
                 with rt.sessions() as session:
                     live_rows = list(session.scalars(
@@ -297,9 +320,13 @@ def main() -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if proc is not procs[0]:  # session leaders: their spawned children too
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
         for key in client.scan_iter(match=f"{namespace}*", count=500):
             client.delete(key)
         client.close()
+        noop_file.unlink(missing_ok=True)
     arrivals = json.loads(arrivals_file.read_text() or "{}")
     arrivals_file.unlink()
     # The compose loop resends the rows' Message-IDs later; the sink keeps the first arrival.

@@ -1,11 +1,13 @@
 """From an outbox row to what the renderer and the senders need, read once.
 
-``load_notification`` runs inside the claim transaction and copies everything a send
-needs out of the database: the renderer's ``NotificationContext`` (plain dataclasses, see
-``outbound.context``), the contact, the thread's Message-IDs for ``In-Reply-To`` and
-``References``, the stage's WhatsApp template and the survey. After that nothing is read
-again: rendering and sending happen outside any transaction, and a fallback to the other
-channel reuses the same snapshot.
+``build_notification`` turns a ``Snapshot`` (``outbound.snapshot``: the row, its contact,
+ticket, line items and thread, read in the claim) into a ``Notification``: the
+renderer's ``NotificationContext`` (plain dataclasses, see ``outbound.context``), the
+contact, the thread's Message-IDs for ``In-Reply-To`` and ``References``, the stage's
+WhatsApp template and the survey. After that nothing is read again: rendering and
+sending happen outside any transaction, and a fallback to the other channel reuses the
+same snapshot. ``load_notification`` and ``load_outbox`` read the snapshot one statement
+at a time (previews, tests, databases without the one-statement claim).
 
 ``outbound.mime.compose_email`` builds the ``EmailMessage`` (RFC 5322 headers, RFC 3834 markers,
 multipart/alternative text + HTML) from a rendered email.
@@ -14,24 +16,20 @@ multipart/alternative text + HTML) from a rendered email.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.engine import Connection, Row
-from sqlalchemy.orm import aliased
+from sqlalchemy.engine import Connection
 
 from config.pipelines import Catalog, Stage
 from config.settings import Settings
 from models.base import utcnow
-from models.contact import Contact, ContactEmail
-from models.identity import NO_MESSAGE_ID, make_message_id
-from models.message import Message
-from models.outbox import Outbox
+from models.identity import make_message_id
 from models.survey import Survey
-from models.ticket import LineItem, Provider, Ticket, Vehicle
+from models.ticket import Ticket
 from outbound.context import (
     LineItemView,
     NotificationContext,
@@ -44,6 +42,12 @@ from outbound.context import (
     VehicleView,
 )
 from outbound.render import stage_template_key
+from outbound.snapshot import OUTBOX, OUTBOX_COLUMNS, REFERENCES_LIMIT, ContactInfo, Snapshot, read, thread_ids
+
+__all__ = [
+    "OUTBOX_COLUMNS", "REFERENCES_LIMIT", "ContactInfo", "Notification", "build_notification", "load_notification",
+    "load_outbox", "renderer_key",
+]
 
 #: Outbox templates that are stage texts: the acknowledgement is the first stage's text.
 STAGE_TEMPLATES = ("ack", "stage")
@@ -52,28 +56,9 @@ NOTICE_TEMPLATES = (
     "reply", "survey", "survey_thanks", "joined_ticket", "flagged_new_ticket", "optout_confirm",
     "optin_confirm",
 )
-#: How many Message-IDs go in References (the root plus the most recent ones).
-REFERENCES_LIMIT = 10
 ZERO = Decimal("0.00")
 CENT = Decimal("0.01")
 _LINE_KINDS = {"service": "servicio", "part": "refacción"}
-
-
-@dataclass(frozen=True)
-class ContactInfo:
-    """The recipient, as read at claim time (duck-types ``Contact`` for
-    ``models.notify.choose_channel`` and ``outbound.whatsapp.plan``)."""
-
-    id: int
-    name: str
-    email: str | None
-    phone: str | None
-    whatsapp_address: str | None
-    whatsapp_opt_out: bool
-    last_whatsapp_in_at: datetime | None
-    preferred_channel: str
-    timezone: str | None
-    locale: str | None
 
 
 @dataclass
@@ -139,56 +124,8 @@ def renderer_key(template: str, payload: dict[str, Any], pipeline: str | None, c
     raise LookupError(f"unknown notification template {template!r}")
 
 
-# -- the reads, built once: statement construction costs more than running them ------------
+# -- the reads of the rarer templates, built once -------------------------------------------
 
-def _first_email(contact_id: Any) -> Any:
-    return (
-        select(ContactEmail.email).where(ContactEmail.contact_id == contact_id)
-        .order_by(ContactEmail.id).limit(1).scalar_subquery()
-    )
-
-
-_Assignee = aliased(Contact)
-OUTBOX_COLUMNS = (
-    Outbox.id, Outbox.ticket_id, Outbox.contact_id, Outbox.channel, Outbox.template, Outbox.audience,
-    Outbox.payload, Outbox.attempts, Outbox.status,
-)
-_OUTBOX = select(*OUTBOX_COLUMNS).where(Outbox.id == bindparam("oid"))
-_CONTACT = select(
-    Contact.id, Contact.name, _first_email(Contact.id).label("email"), Contact.phone, Contact.whatsapp_address,
-    Contact.whatsapp_opt_out, Contact.last_whatsapp_in_at, Contact.preferred_channel, Contact.timezone,
-    Contact.locale,
-).where(Contact.id == bindparam("cid"))
-_TICKET = (
-    select(
-        Ticket.id, Ticket.number, Ticket.kind, Ticket.pipeline, Ticket.stage, Ticket.state, Ticket.subject,
-        Ticket.inbox_address, Ticket.created_at, Ticket.appointment_at, Ticket.expected_end_at, Ticket.mileage,
-        Ticket.warranty,
-        Vehicle.vin, Vehicle.plate, Vehicle.make, Vehicle.model, Vehicle.year,
-        Provider.name.label("provider_name"), Provider.address.label("provider_address"),
-        Provider.phone.label("provider_phone"),
-        _Assignee.id.label("assignee_id"), _Assignee.name.label("assignee_name"),
-        _Assignee.phone.label("assignee_phone"), _first_email(_Assignee.id).label("assignee_email"),
-    )
-    .select_from(Ticket)
-    .outerjoin(Vehicle, Vehicle.id == Ticket.vehicle_id)
-    .outerjoin(Provider, Provider.id == Ticket.provider_id)
-    .outerjoin(_Assignee, _Assignee.id == Ticket.assignee_id)
-    .where(Ticket.id == bindparam("tid"))
-)
-_ITEMS = (
-    select(LineItem.kind, LineItem.description, LineItem.quantity, LineItem.unit_price)
-    .where(LineItem.ticket_id == bindparam("tid")).order_by(LineItem.id)
-)
-_THREAD_BASE = select(Message.external_id).where(
-    Message.ticket_id == bindparam("tid"),
-    Message.channel == "email",
-    Message.external_id != bindparam("own"),
-    Message.external_id.not_like("local.%"),
-    Message.external_id.not_like(f"%@{NO_MESSAGE_ID}"),  # ids we made up for mail without one
-)
-_THREAD_LATEST = _THREAD_BASE.order_by(Message.id.desc()).limit(REFERENCES_LIMIT)
-_THREAD_ROOT = _THREAD_BASE.order_by(Message.id).limit(1)
 _SURVEY = select(Survey.id, Survey.token, Survey.expires_at, Survey.answered_at, Survey.score).where(
     Survey.id == bindparam("sid")
 )
@@ -206,85 +143,94 @@ def load_outbox(conn: Connection, outbox_id: int, *, settings: Settings, catalog
     Raises:
         LookupError: no such row (and see ``load_notification``).
     """
-    row = conn.execute(_OUTBOX, {"oid": outbox_id}).first()
+    row = conn.execute(OUTBOX, {"oid": outbox_id}).first()
     if row is None:
         raise LookupError(f"no notification {outbox_id}")
-    return load_notification(conn, row, settings=settings, catalog=catalog)
+    return load_notification(conn, row._mapping, settings=settings, catalog=catalog)
 
 
-def load_notification(conn: Connection, row: Row[Any], *, settings: Settings, catalog: Catalog) -> Notification:
+def load_notification(conn: Connection, row: Mapping[str, Any], *, settings: Settings,
+                      catalog: Catalog) -> Notification:
     """Read what the outbox ``row`` needs, in the caller's transaction.
 
     Parameters:
-        row: the outbox row's ``OUTBOX_COLUMNS`` (as ``UPDATE ... RETURNING`` gives them).
+        row: the outbox row's ``OUTBOX_COLUMNS`` by name (as ``UPDATE ... RETURNING`` gives them).
 
     Raises:
         LookupError: the contact is gone, or the template is unknown.
     """
-    payload = dict(row.payload or {})
-    found = conn.execute(_CONTACT, {"cid": row.contact_id}).first() if row.contact_id else None
-    if found is None:
-        raise LookupError(f"notification {row.id} has no contact")
-    contact = ContactInfo(**found._asdict())
-    ticket = conn.execute(_TICKET, {"tid": row.ticket_id}).first() if row.ticket_id is not None else None
-    from_address = (ticket.inbox_address if ticket is not None else None) or settings.primary_inbox
-    message_id = make_message_id(row.id, from_address.rsplit("@", 1)[-1], settings.secret_key)
+    return build_notification(conn, read(conn, row), settings=settings, catalog=catalog)
+
+
+def build_notification(conn: Connection, snap: Snapshot, *, settings: Settings, catalog: Catalog) -> Notification:
+    """The ``Notification`` of ``snap``; reads more (on ``conn``) only for the templates
+    that need it: a survey, the contact's other open tickets, a survey's score.
+
+    Raises:
+        LookupError: the contact is gone, or the template is unknown.
+    """
+    row = snap.row
+    contact = snap.contact
+    if contact is None:
+        raise LookupError(f"notification {row['id']} has no contact")
+    ticket = snap.ticket
+    template = row["template"]
+    payload = dict(row["payload"] or {})
+    from_address = (ticket["inbox_address"] if ticket is not None else None) or settings.primary_inbox
+    message_id = make_message_id(row["id"], from_address.rsplit("@", 1)[-1], settings.secret_key)
     stage = _stage(catalog, payload, ticket)
-    ticket_view = None
-    if ticket is not None:
-        items = conn.execute(_ITEMS, {"tid": ticket.id}).all()
-        ticket_view = _ticket_view(ticket, items, stage, catalog, settings)
+    ticket_view = _ticket_view(ticket, snap.items, stage, catalog, settings) if ticket is not None else None
     ctx = NotificationContext(
-        template=renderer_key(row.template, payload, ticket.pipeline if ticket is not None else None, catalog),
+        template=renderer_key(template, payload, ticket["pipeline"] if ticket is not None else None, catalog),
         ticket=ticket_view,
         recipient=RecipientView(
             name=contact.name or "",
-            role="fleet_manager" if row.audience == "fleet_manager" else "requester",
-            channel="whatsapp" if row.channel == "whatsapp" else "email",
+            role="fleet_manager" if row["audience"] == "fleet_manager" else "requester",
+            channel="whatsapp" if row["channel"] == "whatsapp" else "email",
             timezone=contact.timezone or settings.timezone,
             locale=contact.locale or settings.locale,
         ),
         company_name=settings.company_name,
         reply_address=from_address,
         public_url=settings.public_url.rstrip("/"),
-        note=payload.get("note") if row.template == "stage" else None,
-        reopened=bool(payload.get("reopened")) if row.template == "stage" else False,
+        note=payload.get("note") if template == "stage" else None,
+        reopened=bool(payload.get("reopened")) if template == "stage" else False,
         previous_stage=payload.get("previous_stage"),
-        staff_text=payload.get("text") if row.template == "reply" else None,
+        staff_text=payload.get("text") if template == "reply" else None,
         score=payload.get("score"),
         quoted_number=payload.get("linked_number") or payload.get("quoted_number"),
     )
     note = Notification(
-        outbox_id=row.id,
-        template=row.template,
-        channel=row.channel,
+        outbox_id=row["id"],
+        template=template,
+        channel=row["channel"],
         payload=payload,
-        attempts=row.attempts,
+        attempts=row["attempts"],
         contact=contact,
-        ticket_id=row.ticket_id,
+        ticket_id=row["ticket_id"],
         context=ctx,
         from_address=from_address,
         message_id=message_id,
-        whatsapp_template=stage.whatsapp_template if stage is not None and row.template in STAGE_TEMPLATES else None,
+        whatsapp_template=stage.whatsapp_template if stage is not None and template in STAGE_TEMPLATES else None,
     )
     if ticket is not None:
-        note.thread = _thread(conn, ticket.id, exclude=message_id)
-    if row.template == "survey":
+        note.thread = thread_ids(snap.thread_latest, snap.thread_oldest, exclude=message_id)
+    if template == "survey":
         _add_survey(conn, note, ticket, settings)
-    elif row.template == "joined_ticket" and ticket is not None:
+    elif template == "joined_ticket" and ticket is not None:
         others = [TicketRef(number=n, subject=s or "")
-                  for n, s in conn.execute(_OTHER_OPEN, {"cid": contact.id, "tid": ticket.id})]
+                  for n, s in conn.execute(_OTHER_OPEN, {"cid": contact.id, "tid": ticket["id"]})]
         note.context = dataclasses.replace(note.context, other_open_tickets=others)
-    elif row.template == "survey_thanks" and ctx.score is None and payload.get("survey_id"):
+    elif template == "survey_thanks" and ctx.score is None and payload.get("survey_id"):
         survey = conn.execute(_SURVEY, {"sid": payload["survey_id"]}).first()
         note.context = dataclasses.replace(note.context, score=survey.score if survey else None)
     return note
 
 
-def _stage(catalog: Catalog, payload: dict[str, Any], ticket: Row[Any] | None) -> Stage | None:
+def _stage(catalog: Catalog, payload: dict[str, Any], ticket: Mapping[str, Any] | None) -> Stage | None:
     """The stage the message is about: the one entered (payload), else the current one."""
-    pipeline_id = payload.get("pipeline") or (ticket.pipeline if ticket is not None else None)
-    name = payload.get("stage") or (ticket.stage if ticket is not None else None)
+    pipeline_id = payload.get("pipeline") or (ticket["pipeline"] if ticket is not None else None)
+    name = payload.get("stage") or (ticket["stage"] if ticket is not None else None)
     if not pipeline_id:
         return None
     try:
@@ -294,15 +240,15 @@ def _stage(catalog: Catalog, payload: dict[str, Any], ticket: Row[Any] | None) -
         return None
 
 
-def _ticket_view(t: Row[Any], items: list[Row[Any]], stage: Stage | None, catalog: Catalog,
-                 settings: Settings) -> TicketView:
+def _ticket_view(t: Mapping[str, Any], items: Iterable[tuple[str, str, Any, Any]], stage: Stage | None,
+                 catalog: Catalog, settings: Settings) -> TicketView:
     try:
-        label = catalog.get_pipeline(t.pipeline).label
+        label = catalog.get_pipeline(t["pipeline"]).label
     except LookupError:
-        label = t.pipeline
-    stage_name = stage.name if stage is not None else t.stage
-    state = stage.state if stage is not None else t.state
-    warranty = bool(t.warranty)
+        label = t["pipeline"]
+    stage_name = stage.name if stage is not None else t["stage"]
+    state = stage.state if stage is not None else t["state"]
+    warranty = bool(t["warranty"])
     lines = []
     for kind, description, quantity, unit_price in items:
         quantity = Decimal(quantity)
@@ -313,48 +259,37 @@ def _ticket_view(t: Row[Any], items: list[Row[Any]], stage: Stage | None, catalo
             amount=(quantity * price).quantize(CENT),
         ))
     assignee = None
-    if t.assignee_id is not None:
-        name = t.assignee_name or t.assignee_email or t.assignee_phone or f"contact {t.assignee_id}"
-        assignee = PersonView(name=name, email=t.assignee_email, phone=t.assignee_phone)
+    if t["assignee_id"] is not None:
+        name = t["assignee_name"] or t["assignee_email"] or t["assignee_phone"] or f"contact {t['assignee_id']}"
+        assignee = PersonView(name=name, email=t["assignee_email"], phone=t["assignee_phone"])
     return TicketView(
-        number=t.number,
-        tag=f"[{settings.ticket_prefix}#{t.number}]",
-        subject=t.subject or "",
-        pipeline_id=t.pipeline,
+        number=t["number"],
+        tag=f"[{settings.ticket_prefix}#{t['number']}]",
+        subject=t["subject"] or "",
+        pipeline_id=t["pipeline"],
         pipeline_label=label,
         stage=stage_name,
         stage_description=stage.description if stage is not None else "",
         state=state,
         portal_status=f"{state}-{stage_name}",
-        kind="service" if t.kind == "service" else "attention",
-        opened_at=t.created_at,
-        vehicle=VehicleView(vin=t.vin, plate=t.plate, make=t.make, model=t.model, year=t.year)
-        if t.vin is not None else None,
-        provider=ProviderView(name=t.provider_name, address=t.provider_address, phone=t.provider_phone)
-        if t.provider_name is not None else None,
-        appointment_at=t.appointment_at,
-        expected_end_at=t.expected_end_at,
+        kind="service" if t["kind"] == "service" else "attention",
+        opened_at=t["created_at"],
+        vehicle=VehicleView(vin=t["vin"], plate=t["plate"], make=t["make"], model=t["model"], year=t["year"])
+        if t["vin"] is not None else None,
+        provider=ProviderView(name=t["provider_name"], address=t["provider_address"], phone=t["provider_phone"])
+        if t["provider_name"] is not None else None,
+        appointment_at=t["appointment_at"],
+        expected_end_at=t["expected_end_at"],
         line_items=lines,
         total=sum((line.amount for line in lines), ZERO),
         warranty=warranty,
-        mileage=t.mileage,
+        mileage=t["mileage"],
         account_executive=assignee,
     )
 
 
-def _thread(conn: Connection, ticket_id: int, *, exclude: str) -> list[str]:
-    """The root and the latest Message-IDs of the ticket's mail, oldest first."""
-    params = {"tid": ticket_id, "own": exclude}
-    latest = list(conn.execute(_THREAD_LATEST, params).scalars())
-    latest.reverse()
-    if len(latest) == REFERENCES_LIMIT:
-        root = conn.execute(_THREAD_ROOT, params).scalar()
-        if root is not None and root != latest[0]:
-            latest = [root, *latest[1:]]
-    return latest
-
-
-def _add_survey(conn: Connection, note: Notification, ticket: Row[Any] | None, settings: Settings) -> None:
+def _add_survey(conn: Connection, note: Notification, ticket: Mapping[str, Any] | None,
+                settings: Settings) -> None:
     survey_id = note.payload.get("survey_id")
     survey = conn.execute(_SURVEY, {"sid": survey_id}).first() if survey_id else None
     if survey is None:
@@ -374,5 +309,5 @@ def _add_survey(conn: Connection, note: Notification, ticket: Row[Any] | None, s
         note.cancel_reason = "the survey was already answered"
     elif survey.expires_at <= utcnow():
         note.cancel_reason = "the survey expired before it could be sent"
-    elif ticket is not None and ticket.state != "Cerrado":
+    elif ticket is not None and ticket["state"] != "Cerrado":
         note.cancel_reason = "the ticket was reopened before its survey was sent"

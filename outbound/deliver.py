@@ -6,12 +6,14 @@ One ``deliver(outbox_id)`` is two short transactions around the network call:
    and due, or ``sending`` with a claim older than ``SEND_CLAIM_SECONDS`` (its worker
    died mid-send). A second job for the same row matches nothing and stops here, so a
    message delivered twice by the broker is sent once. The same transaction reads what
-   the message needs (``outbound.compose``) and counts the attempt.
+   the message needs (``outbound.snapshot``; on PostgreSQL claim and reads are one
+   statement) and counts the attempt.
 2. **Render and send**, outside any transaction, on the row's channel.
 3. **Record**, guarded by the claim token: ``sent`` with the provider id (our
    Message-ID or Twilio's SID), ``ticket.last_outbound_at``, the outbound ``Message`` on
    the ticket (so a reply's ``In-Reply-To`` finds the ticket) and the survey's
-   ``sent_at``; or the next state after a failure:
+   ``sent_at`` (``outbound.record``; one statement on PostgreSQL); or the next state
+   after a failure:
 
    * ``TemporarySendError``: back to ``pending`` after an exponential backoff with
      jitter, until ``MAX_SEND_ATTEMPTS``, then ``failed``.
@@ -29,14 +31,12 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 from jinja2 import TemplateError
-from sqlalchemy import and_, bindparam, insert, or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,67 +44,23 @@ from config.pipelines import Catalog
 from config.settings import Settings
 from models.base import utcnow
 from models.delivery import apply_recorded_events
-from models.message import Message
 from models.notify import choose_channel
 from models.outbox import Outbox
-from models.survey import Survey
-from models.ticket import Ticket
 from outbound import whatsapp as wa
-from outbound.compose import OUTBOX_COLUMNS, Notification, load_notification
+from outbound.compose import Notification, build_notification
+from outbound.connections import ThreadConnections
 from outbound.email import EmailSender, email_sender
 from outbound.errors import PermanentSendError, SendError, TemporarySendError
 from outbound.mime import compose_email
+from outbound.record import record_rest, record_sent, record_sent_at_once
 from outbound.render import Renderer
+from outbound.snapshot import CLAIM, CLAIM_AND_READ, Snapshot, from_claim_and_read, read
 
 log = logging.getLogger(__name__)
 
 #: What a template can throw that no retry will fix.
 RENDER_ERRORS = (TemplateError, LookupError, ValueError, TypeError)
 _FROM_SETTINGS: Any = object()
-
-# The statements of the hot path, built once (building one costs more than running it).
-_CLAIM = (
-    update(Outbox)
-    .where(
-        Outbox.id == bindparam("oid"),
-        or_(
-            and_(Outbox.status == "pending", Outbox.next_attempt_at <= bindparam("now")),
-            and_(Outbox.status == "sending", Outbox.claimed_at < bindparam("stale")),
-        ),
-    )
-    .values(status="sending", claim_token=bindparam("token"), claimed_at=bindparam("now"),
-            attempts=Outbox.attempts + 1)
-    .returning(*OUTBOX_COLUMNS)
-)
-_SENT = (
-    update(Outbox)
-    .where(Outbox.id == bindparam("oid"), Outbox.claim_token == bindparam("token"))
-    .values(status="sent", channel=bindparam("channel"), provider_id=bindparam("provider_id"),
-            sent_at=bindparam("now"), last_error=None, claim_token=None)
-)
-# last_outbound_at is not an edit of the ticket: keep updated_at (it has an onupdate).
-_TOUCH_TICKET = (
-    update(Ticket).where(Ticket.id == bindparam("tid"))
-    .values(last_outbound_at=bindparam("now"), updated_at=Ticket.updated_at)
-)
-_SURVEY_SENT = (
-    update(Survey).where(Survey.id == bindparam("sid")).values(sent_at=bindparam("now"), channel=bindparam("channel"))
-)
-_REPLY_MESSAGE = (
-    update(Message).where(Message.outbox_id == bindparam("oid"))
-    .values(channel=bindparam("channel"), external_id=bindparam("external_id"))
-)
-_MESSAGES = Message.__table__
-_INSERT_MESSAGE = {
-    "postgresql": pg_insert(_MESSAGES).on_conflict_do_nothing(),
-    "sqlite": sqlite_insert(_MESSAGES).on_conflict_do_nothing(),
-}
-
-
-def _insert_message(dialect: str) -> Any:
-    """INSERT that ignores a resend of a Message-ID already recorded."""
-    found = _INSERT_MESSAGE.get(dialect)
-    return found if found is not None else insert(_MESSAGES)
 
 
 class Outcome(StrEnum):
@@ -138,7 +94,10 @@ class Deliverer:
 
     Parameters:
         sessions: the runtime's session factory; the send step runs Core statements,
-            built once, on its engine (the ORM's per-query cost was most of a send).
+            built once, on its engine (the ORM's per-query cost was most of a send). On
+            PostgreSQL the claim and the record are one statement each, on a connection
+            each worker thread keeps (``outbound.connections``); elsewhere they are short
+            transactions of a few statements.
         settings, catalog: the runtime's.
         renderer: default: one ``Renderer`` for the settings' locale and time zone.
         email: default: the relay of ``OUTBOUND_SMTP_URL``, else .eml files.
@@ -167,9 +126,12 @@ class Deliverer:
         self.rng = rng
         self.engine: Engine = sessions.kw["bind"]
         self._claim_ttl = timedelta(seconds=settings.send_claim_seconds)
+        self._connections = ThreadConnections(self.engine) if self.engine.dialect.name == "postgresql" else None
 
     def close(self) -> None:
-        """Close the senders' connections."""
+        """Close the senders' and the worker threads' database connections."""
+        if self._connections is not None:
+            self._connections.close()
         self.email.close()
         if self.whatsapp is not None:
             self.whatsapp.close()
@@ -214,26 +176,42 @@ class Deliverer:
     def _claim(self, outbox_id: int, token: str) -> Notification | Outcome:
         now = utcnow()
         params = {"oid": outbox_id, "now": now, "stale": now - self._claim_ttl, "token": token}
-        with self.engine.begin() as conn:
-            row = conn.execute(_CLAIM, params).first()
-            if row is None:
+        if self._connections is None:
+            with self.engine.begin() as conn:
+                row = conn.execute(CLAIM, params).first()
+                if row is None:
+                    return Outcome.SKIPPED
+                return self._prepare(conn, read(conn, row._mapping), token)
+
+        def claim_and_prepare(conn: Connection) -> Notification | Outcome:
+            found = conn.execute(CLAIM_AND_READ, params).first()
+            if found is None:
                 return Outcome.SKIPPED
-            if row.attempts > self.settings.max_send_attempts:
-                # Earlier attempts never finished (a worker died on this row every time).
-                return self._finish(conn, outbox_id, Outcome.FAILED,
-                                    f"gave up after {row.attempts - 1} attempts that did not finish")
-            try:
-                note = load_notification(conn, row, settings=self.settings, catalog=self.catalog)
-            except LookupError as exc:
-                return self._finish(conn, outbox_id, Outcome.FAILED, str(exc))
-            if note.cancel_reason:
-                return self._finish(conn, outbox_id, Outcome.CANCELLED, note.cancel_reason)
+            return self._prepare(conn, from_claim_and_read(found), token)
+
+        return self._connections.run(claim_and_prepare)
+
+    def _prepare(self, conn: Connection, snap: Snapshot, token: str) -> Notification | Outcome:
+        """The notification of a claimed row, or why it ends here (in the claim's
+        transaction, or right after it under its token)."""
+        outbox_id = snap.row["id"]
+        attempts = snap.row["attempts"]
+        if attempts > self.settings.max_send_attempts:
+            # Earlier attempts never finished (a worker died on this row every time).
+            return self._finish(conn, outbox_id, token, Outcome.FAILED,
+                                f"gave up after {attempts - 1} attempts that did not finish")
+        try:
+            note = build_notification(conn, snap, settings=self.settings, catalog=self.catalog)
+        except LookupError as exc:
+            return self._finish(conn, outbox_id, token, Outcome.FAILED, str(exc))
+        if note.cancel_reason:
+            return self._finish(conn, outbox_id, token, Outcome.CANCELLED, note.cancel_reason)
         return note
 
     @staticmethod
-    def _finish(conn: Connection, outbox_id: int, outcome: Outcome, reason: str) -> Outcome:
+    def _finish(conn: Connection, outbox_id: int, token: str, outcome: Outcome, reason: str) -> Outcome:
         conn.execute(
-            update(Outbox).where(Outbox.id == outbox_id)
+            update(Outbox).where(Outbox.id == outbox_id, Outbox.claim_token == token)
             .values(status=outcome.value, last_error=reason, claim_token=None)
         )
         log.warning("notification %s %s: %s", outbox_id, outcome.value, reason)
@@ -274,24 +252,29 @@ class Deliverer:
 
     def _record_sent(self, note: Notification, token: str, sent: Sent, tried: list[str]) -> Outcome:
         now = utcnow()
-        with self.engine.begin() as conn:
-            if sent.channel == note.channel:
-                done = conn.execute(_SENT, {"oid": note.outbox_id, "token": token, "channel": sent.channel,
-                                            "provider_id": sent.provider_id, "now": now}).rowcount
-            else:
-                done = self._guarded(conn, note, token, {
-                    "status": "sent", "channel": sent.channel, "provider_id": sent.provider_id, "sent_at": now,
-                    "last_error": None, "claim_token": None,
-                    "payload": {**note.payload, "tried_channels": tried, "fallback_from": note.channel},
-                })
-            if not done:
-                log.warning("notification %s was sent, but its claim had been taken over", note.outbox_id)
-                return Outcome.SENT
-            if note.ticket_id is not None:
-                conn.execute(_TOUCH_TICKET, {"tid": note.ticket_id, "now": now})
-                self._record_message(conn, note, sent, now)
-            if note.survey_id is not None:
-                conn.execute(_SURVEY_SENT, {"sid": note.survey_id, "now": now, "channel": sent.channel})
+        fields: dict[str, Any] = {
+            "oid": note.outbox_id, "ticket_id": note.ticket_id, "survey_id": note.survey_id, "channel": sent.channel,
+            "provider_id": sent.provider_id, "sender": f"{self.settings.company_name} <{note.from_address}>",
+            "subject": sent.subject, "text": sent.text, "now": now,
+        }
+        reply = note.template == "reply"
+        if sent.channel == note.channel and not reply and self._connections is not None:
+            done = self._connections.run(lambda conn: record_sent_at_once(conn, token=token, **fields))
+        else:
+            with self.engine.begin() as conn:
+                if sent.channel == note.channel:
+                    done = record_sent(conn, token=token, reply=reply, **fields)
+                else:
+                    done = self._guarded(conn, note, token, {
+                        "status": "sent", "channel": sent.channel, "provider_id": sent.provider_id, "sent_at": now,
+                        "last_error": None, "claim_token": None,
+                        "payload": {**note.payload, "tried_channels": tried, "fallback_from": note.channel},
+                    })
+                    if done:
+                        record_rest(conn, reply=reply, **fields)
+        if not done:
+            log.warning("notification %s was sent, but its claim had been taken over", note.outbox_id)
+            return Outcome.SENT
         if sent.channel == "whatsapp":
             self._replay_early_reports(note.outbox_id)
         return Outcome.SENT
@@ -303,22 +286,6 @@ class Deliverer:
             row = session.get(Outbox, outbox_id)
             if row is not None:
                 apply_recorded_events(session, row)
-
-    def _record_message(self, conn: Connection, note: Notification, sent: Sent, now: datetime) -> None:
-        """The notification as an outbound message of the ticket; a staff reply already has
-        its message (``helpdesk reply``), which gets the real id."""
-        if note.template == "reply":
-            found = conn.execute(_REPLY_MESSAGE, {"oid": note.outbox_id, "channel": sent.channel,
-                                                  "external_id": sent.provider_id})
-            if found.rowcount:
-                return
-        conn.execute(_insert_message(conn.dialect.name), {
-            "ticket_id": note.ticket_id, "channel": sent.channel, "direction": "out",
-            "external_id": sent.provider_id, "sender": f"{self.settings.company_name} <{note.from_address}>",
-            "subject": sent.subject, "text": sent.text, "threaded_by": "notification",
-            "outbox_id": note.outbox_id, "created_at": now, "reply_text": None, "html": None,
-            "contact_id": None, "raw_id": None, "forwarded_by": None,
-        })
 
     def _retry(self, note: Notification, token: str, channel: str, exc: SendError, tried: list[str],
                earlier: str | None = None) -> Outcome:
