@@ -104,6 +104,12 @@ class GroupKeeper:
         }, future))
         return future
 
+    @staticmethod
+    def _insert(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        if len(rows) == 1:
+            return [int(conn.execute(_KEEP, rows[0]).scalar_one())]
+        return [int(i) for i in conn.execute(_KEEP, rows).scalars()]
+
     def _release(self, *, broken: bool = False) -> None:
         if self._conn is not None:
             try:
@@ -150,14 +156,22 @@ class GroupKeeper:
         if self._conn is not None and now - self._last_used > IDLE_RELEASE_SECONDS:
             self._release()
         self._last_used = now
+        rows = [params for params, _ in group]
         try:
             if self._conn is None:
                 self._conn = self.engine.connect()
-            with self._conn.begin():
-                if len(group) == 1:
-                    ids = [int(self._conn.execute(_KEEP, group[0][0]).scalar_one())]
-                else:
-                    ids = [int(i) for i in self._conn.execute(_KEEP, [params for params, _ in group]).scalars()]
+                if self.engine.dialect.name == "postgresql":
+                    # The group is ONE multi-row INSERT (at most max_group rows, far below
+                    # SQLAlchemy's page size), atomic on its own: in autocommit it is one
+                    # round trip instead of BEGIN, INSERT and COMMIT. SQLite inserts such
+                    # a group row by row, so there it keeps its transaction.
+                    self._conn = self._conn.execution_options(isolation_level="AUTOCOMMIT")
+            if self._conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+                ids = self._insert(self._conn, rows)
+                self._conn.commit()  # ends SQLAlchemy's logical transaction; no round trip
+            else:
+                with self._conn.begin():
+                    ids = self._insert(self._conn, rows)
         except Exception as exc:  # the database refused or is away: every sender retries
             self._release(broken=True)
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
