@@ -37,6 +37,26 @@ def scratch_database(prefix: str = "helpdesk_bench") -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+REDIS_URL = os.environ.get("HELPDESK_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@contextmanager
+def scratch_namespace(prefix: str = "helpdesk-bench") -> Iterator[str]:
+    """A Redis key namespace of its own for the product under test, emptied afterwards:
+    the doors publish acknowledgements that no worker consumes during a benchmark."""
+    import redis
+
+    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield namespace
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i:i + 1000])
+        client.close()
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return 0.0

@@ -38,7 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
-from bench.common import HELPDESK, env_with, free_port, median, percentile, scratch_database, wait_port  # noqa: E402
+from bench.common import (  # noqa: E402
+    HELPDESK,
+    env_with,
+    free_port,
+    median,
+    percentile,
+    scratch_database,
+    scratch_namespace,
+    wait_port,
+)
 from tests.mailbuilder import mail  # noqa: E402
 
 INBOX = "soporte@jhleasing.mx"
@@ -147,10 +156,10 @@ def main() -> None:
     parser.add_argument("--processors", type=int, default=1, help="helpdesk smtp --processors")
     args = parser.parse_args()
 
-    with scratch_database() as url:
+    with scratch_database() as url, scratch_namespace() as namespace:
         port, base_port = free_port(), free_port()
         env = env_with(database_url=url, smtp_listen=f"127.0.0.1:{port}", inbox_addresses=INBOX,
-                       log_level="WARNING")
+                       log_level="WARNING", redis_namespace=namespace)
         product = subprocess.Popen([HELPDESK, "smtp", "--processors", str(args.processors)], env=env,
                                    stderr=subprocess.DEVNULL)
         baseline = subprocess.Popen([sys.executable, "-c", BASELINE, str(base_port)])
