@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, SessionTransaction, joinedload, selectinload
 
 from models.base import utcnow
 from models.contact import Company, Contact, ContactEmail
@@ -63,9 +63,17 @@ def reset(session: Session) -> Lookups:
     return session.info[_KEY]
 
 
-@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    """The answers hold for one transaction: drop them when it ends (commit, rollback,
+    close)."""
+    if transaction.parent is None:
+        session.info.pop(_KEY, None)
+
+
 @event.listens_for(Session, "after_soft_rollback")
-def _forget(session: Session, *_: object) -> None:
+def _forget_rolled_back(session: Session, _previous: SessionTransaction) -> None:
+    """A savepoint rolled back: what the batch had added may be gone with it."""
     session.info.pop(_KEY, None)
 
 

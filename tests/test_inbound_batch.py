@@ -148,3 +148,22 @@ def test_a_batch_of_mail_costs_a_few_statements_not_a_dozen_per_message(rt: Runt
         assert len(statements) < 40, f"{len(statements)} statements for 40 mails"
     # SQLite cannot return new ids in parameter order, so SQLAlchemy inserts its rows one
     # by one there; in-process, those cost no round trip.
+
+
+def test_answers_do_not_outlive_their_transaction(rt: Runtime) -> None:
+    """A session reused after close or rollback asks the database again, never a stale cache."""
+    from models.contact import get_or_create_by_email
+    from models.lookups import lookups
+
+    session = rt.sessions()
+    try:
+        assert lookups(session).contact_by_email("tarde@cliente.mx") is None  # known absent now
+        session.close()  # a read that ended without a commit
+        with rt.sessions.begin() as other:  # meanwhile another process adds the contact
+            get_or_create_by_email(other, "tarde@cliente.mx", "Tarde")
+        with session.begin():
+            assert lookups(session).contact_by_email("tarde@cliente.mx") is not None
+            session.rollback()
+        assert "helpdesk.lookups" not in session.info
+    finally:
+        session.close()
