@@ -29,7 +29,8 @@ PUMP_NICE = 10
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--processors", default=1, show_default=True, type=click.IntRange(0, 8),
-              help="Child processes that thread kept WhatsApp messages (0: a thread of this process).")
+              help="Child processes that thread kept WhatsApp messages (0: a thread of this process). "
+                   "More than 1 may thread one sender's messages out of arrival order.")
 @click.pass_context
 def web(ctx: click.Context, listen: str | None, log_level: str, processors: int) -> None:
     """Serve the Twilio webhooks, the survey page and /healthz."""
