@@ -29,8 +29,22 @@ _KEEP = insert(RawMessage).returning(RawMessage.id, sort_by_parameter_order=True
 IDLE_RELEASE_SECONDS = 1.0
 
 
+def _pending_row(source: str, data: bytes, envelope_from: str | None, envelope_to: str | None) -> dict[str, Any]:
+    """The raw_messages row a door keeps: pending, not tried yet, received now."""
+    return {
+        "source": source, "data": data, "envelope_from": envelope_from, "envelope_to": envelope_to,
+        "status": "pending", "attempts": 0, "received_at": utcnow(),
+    }
+
+
 class TemporaryFailure(Exception):
     """The message could not be kept now; the sender must retry (451 / 75 / 503)."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> TemporaryFailure:
+        """The failure for ``exc``, with the database's first line of reason."""
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        return cls(f"cannot store the message now: {reason}")
 
 
 def keep_raw(
@@ -46,17 +60,13 @@ def keep_raw(
     Raises:
         TemporaryFailure: the database refused or is unreachable; nothing was kept.
     """
-    params = {
-        "source": source, "data": data, "envelope_from": envelope_from, "envelope_to": envelope_to,
-        "status": "pending", "attempts": 0, "received_at": utcnow(),
-    }
+    params = _pending_row(source, data, envelope_from, envelope_to)
     engine = sessions.kw["bind"]  # a bare connection: the ORM session costs 3x the CPU here
     try:
         with engine.begin() as conn:
             return int(conn.execute(_KEEP, params).scalar_one())
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
-        raise TemporaryFailure(f"cannot store the message now: {reason}") from exc
+        raise TemporaryFailure.of(exc) from exc
 
 
 class GroupKeeper:
@@ -98,16 +108,11 @@ class GroupKeeper:
              envelope_to: str | None = None) -> Future[int]:
         """A future of the raw message's id; it raises TemporaryFailure if not kept."""
         future: Future[int] = Future()
-        self._queue.put(({
-            "source": source, "data": data, "envelope_from": envelope_from, "envelope_to": envelope_to,
-            "status": "pending", "attempts": 0, "received_at": utcnow(),
-        }, future))
+        self._queue.put((_pending_row(source, data, envelope_from, envelope_to), future))
         return future
 
     @staticmethod
     def _insert(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        if len(rows) == 1:
-            return [int(conn.execute(_KEEP, rows[0]).scalar_one())]
         return [int(i) for i in conn.execute(_KEEP, rows).scalars()]
 
     def _release(self, *, broken: bool = False) -> None:
@@ -174,9 +179,8 @@ class GroupKeeper:
                     ids = self._insert(self._conn, rows)
         except Exception as exc:  # the database refused or is away: every sender retries
             self._release(broken=True)
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
-            for _, future in group:
-                future.set_exception(TemporaryFailure(f"cannot store the message now: {reason}"))
+            for _, future in group:  # one exception each: each sender's task raises its own
+                future.set_exception(TemporaryFailure.of(exc))
             return
         for (_, future), raw_id in zip(group, ids, strict=True):
             future.set_result(raw_id)

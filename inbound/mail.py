@@ -48,7 +48,6 @@ class MailPlan:
 
     error: str | None = None
     parsed: ParsedMessage | None = None
-    kind: str = "message"
     verdict: Classification | None = None
     message_id: str = ""
     forwarded: Forwarded | None = None
@@ -56,6 +55,11 @@ class MailPlan:
     text: str = ""
     reply_text: str = ""
     cited: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """message, auto_reply, bounce or loop (the classification's)."""
+        return self.verdict.kind if self.verdict is not None else "message"
 
 
 class MailHandler:
@@ -76,7 +80,7 @@ class MailHandler:
             parsed, own_addresses=self.own,
             is_own_message_id=lambda mid: is_own_message_id(mid, settings.secret_key),
         )
-        plan = MailPlan(parsed=parsed, kind=verdict.kind, verdict=verdict,
+        plan = MailPlan(parsed=parsed, verdict=verdict,
                         message_id=parsed.message_id or synthetic_id(raw.data))
         if verdict.kind in ("loop", "bounce"):
             return plan

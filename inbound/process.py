@@ -236,13 +236,11 @@ class Processor:
             log.exception("raw %s: unexpected failure while parsing", raw.id)
             return _Unhandled(f"unexpected {type(exc).__name__}: {exc}")
 
-    def _handle_optimistic(self, session: Session, raw: RawMessage, plan: Any) -> Outcome:
+    def _handle_optimistic(self, session: Session, raw: RawMessage, plan: Any) -> Outcome | _Unhandled:
         """The fast path: no savepoint; any failure sends the batch down the careful path."""
         error = plan.reason if isinstance(plan, _Unhandled) else getattr(plan, "error", None)
         if error is not None:  # known before any row was added: nothing to roll back
-            raw.attempts += 1
-            raw.processed_at = utcnow()
-            return lambda: self._quarantined(raw, error)
+            return _Unhandled(error)
         try:
             return self.handler(raw.source).handle(session, raw, plan, self.catalog)
         except OperationalError:
@@ -250,24 +248,15 @@ class Processor:
         except Exception as exc:
             raise _Retry from exc
 
-    def _finish(self, raw: RawMessage, outcome: Outcome) -> str:
-        text = outcome() if callable(outcome) else outcome
-        if raw.status == "quarantined":
-            return text
-        raw.attempts += 1
-        raw.processed_at = utcnow()
-        raw.status = "done"
-        raw.outcome = text[:2000]
-        raw.error = None
-        return text
-
     def _handle(self, session: Session, raw: RawMessage, plan: Any) -> str:
-        raw.attempts += 1
-        raw.processed_at = utcnow()
+        """The careful path: a savepoint per message, so a failing one rolls back alone."""
+        return self._finish(raw, self._handle_in_savepoint(session, raw, plan))
+
+    def _handle_in_savepoint(self, session: Session, raw: RawMessage, plan: Any) -> Outcome | _Unhandled:
+        if isinstance(plan, _Unhandled):
+            return plan
+        handler = self.handler(raw.source)
         try:
-            if isinstance(plan, _Unhandled):
-                raise Quarantine(plan.reason)
-            handler = self.handler(raw.source)
             try:
                 reset(session)
                 with session.begin_nested():
@@ -278,14 +267,23 @@ class Processor:
                 reset(session)
                 with session.begin_nested():
                     outcome = handler.handle(session, raw, plan, self.catalog)
-            text = outcome() if callable(outcome) else outcome
+            return outcome() if callable(outcome) else outcome  # numbered by the savepoint's flush
         except OperationalError:
             raise
         except Quarantine as exc:
-            return self._quarantined(raw, str(exc))
+            return _Unhandled(str(exc))
         except Exception as exc:  # lose nothing: an unexpected failure is quarantined too
             log.exception("raw %s: unexpected failure", raw.id)
-            return self._quarantined(raw, f"unexpected {type(exc).__name__}: {exc}")
+            return _Unhandled(f"unexpected {type(exc).__name__}: {exc}")
+
+    def _finish(self, raw: RawMessage, outcome: Outcome | _Unhandled) -> str:
+        """Record on the raw row what became of it (after the flush: a new ticket's
+        number is known by then)."""
+        raw.attempts += 1
+        raw.processed_at = utcnow()
+        if isinstance(outcome, _Unhandled):
+            return self._quarantined(raw, outcome.reason)
+        text = outcome() if callable(outcome) else outcome
         raw.status = "done"
         raw.outcome = text[:2000]
         raw.error = None
@@ -300,7 +298,8 @@ class Processor:
 
 @dataclass
 class _Unhandled:
-    """A raw message no handler can take (unknown source, crash while parsing)."""
+    """A raw message to quarantine with ``reason``: no handler takes it, it cannot be
+    parsed, or handling it failed."""
 
     reason: str
 

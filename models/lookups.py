@@ -28,7 +28,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, SessionTransaction, joinedload, selectinload
 
 from models.base import utcnow
-from models.contact import Company, Contact, ContactEmail
+from models.contact import Company, Contact, ContactEmail, company_for_domain, find_by_email
 from models.message import Message
 from models.outbox import Outbox
 from models.ticket import Participant, Ticket
@@ -106,29 +106,26 @@ class Lookups:
 
     # -- warming ---------------------------------------------------------------------
 
-    def prefetch(self, keys: Keys, *, since: datetime | None = None) -> None:
+    def prefetch(self, keys: Keys) -> None:
         """Ask the database once for every key of the batch."""
         s = self.session
-        ticket_ids: dict[str, int] = {}
+        by_message: dict[str, int] = {}  # Message-ID of a stored mail → ticket id
+        by_sent: dict[str, int] = {}  # provider id of a sent row → ticket id
+        by_outbox: dict[int, int] = {}  # our outbox id → ticket id
         if keys.message_ids:
             ids = list(keys.message_ids)
-            for mid in ids:
-                self._messages.setdefault(mid, None)
-                self._sent.setdefault(mid, None)
-            ticket_ids.update({f"m:{m}": t for m, t in s.execute(
+            by_message = dict(s.execute(
                 select(Message.external_id, Message.ticket_id)
-                .where(Message.channel == "email", Message.external_id.in_(ids)))})
-            ticket_ids.update({f"s:{p}": t for p, t in s.execute(
+                .where(Message.channel == "email", Message.external_id.in_(ids))).all())
+            by_sent = dict(s.execute(
                 select(Outbox.provider_id, Outbox.ticket_id)
-                .where(Outbox.provider_id.in_(ids), Outbox.ticket_id.is_not(None)))})
+                .where(Outbox.provider_id.in_(ids), Outbox.ticket_id.is_not(None))).all())
         if keys.outbox_ids:
-            for oid in keys.outbox_ids:
-                self._outbox.setdefault(oid, None)
-            ticket_ids.update({f"o:{o}": t for o, t in s.execute(
+            by_outbox = dict(s.execute(
                 select(Outbox.id, Outbox.ticket_id)
-                .where(Outbox.id.in_(list(keys.outbox_ids)), Outbox.ticket_id.is_not(None)))})
+                .where(Outbox.id.in_(list(keys.outbox_ids)), Outbox.ticket_id.is_not(None))).all())
         tickets: dict[int, Ticket] = {}
-        wanted = set(ticket_ids.values())
+        wanted = {*by_message.values(), *by_sent.values(), *by_outbox.values()}
         if wanted or keys.numbers:
             query = select(Ticket).options(joinedload(Ticket.company))
             if keys.numbers:
@@ -139,16 +136,13 @@ class Lookups:
                 tickets[ticket.id] = ticket
                 if ticket.number in keys.numbers:
                     self._numbers[ticket.number] = ticket
+        for mid in keys.message_ids:
+            self._messages[mid] = tickets.get(by_message[mid]) if mid in by_message else None
+            self._sent[mid] = tickets.get(by_sent[mid]) if mid in by_sent else None
+        for oid in keys.outbox_ids:
+            self._outbox[oid] = tickets.get(by_outbox[oid]) if oid in by_outbox else None
         for number in keys.numbers:
             self._numbers.setdefault(number, None)
-        for key, ticket_id in ticket_ids.items():
-            kind, _, ref = key.partition(":")
-            if kind == "m":
-                self._messages[ref] = tickets.get(ticket_id)
-            elif kind == "s":
-                self._sent[ref] = tickets.get(ticket_id)
-            else:
-                self._outbox[int(ref)] = tickets.get(ticket_id)
         contact_ids: list[int] = []
         if keys.emails:
             emails = list(keys.emails)
@@ -236,15 +230,13 @@ class Lookups:
 
     def contact_by_email(self, address: str) -> Contact | None:
         if address not in self._contacts:
-            self._contacts[address] = self.session.scalar(
-                select(Contact).join(ContactEmail).where(ContactEmail.email == address))
+            self._contacts[address] = find_by_email(self.session, address)
         return self._contacts[address]
 
     def company_for_domain(self, domain: str) -> Company | None:
         domain = domain.lower()
         if domain not in self._companies:
-            self._companies[domain] = self.session.scalar(
-                select(Company).where(func.lower(Company.mail_domain) == domain))
+            self._companies[domain] = company_for_domain(self.session, domain)
         return self._companies[domain]
 
     def ticket_by_number(self, number: int) -> Ticket | None:
