@@ -16,6 +16,7 @@ Errors::
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -124,12 +125,16 @@ class Processor:
             return list(session.scalars(query.order_by(RawMessage.id).limit(limit)))
 
     def process_pending(
-        self, limit: int = 5000, batch: int = BATCH, sources: tuple[str, ...] | None = None
+        self, limit: int = 5000, batch: int = BATCH, sources: tuple[str, ...] | None = None,
+        stop: threading.Event | None = None,
     ) -> int:
-        """Process what is waiting, oldest first; returns how many were handled."""
+        """Process what is waiting, oldest first, until done or ``stop`` is set (looked at
+        between batches); returns how many were handled."""
         ids = self.pending_ids(limit, sources)
         count = 0
         for i in range(0, len(ids), batch):
+            if stop is not None and stop.is_set():
+                break
             count += len(self.process_batch(ids[i:i + batch]))
         return count
 

@@ -11,8 +11,10 @@ WhatsApp media there, outside any request).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 
@@ -75,12 +77,7 @@ class BackgroundProcessor:
     def sweep(self) -> int:
         """Process the pending rows of our sources now (until asked to stop); returns how
         many were handled."""
-        ids = self.processor.pending_ids(sources=self.sources)
-        handled = 0
-        for i in range(0, len(ids), BATCH):
-            if self._stopping.is_set():
-                break
-            handled += len(self.processor.process_batch(ids[i:i + BATCH]))
+        handled = self.processor.process_pending(sources=self.sources, stop=self._stopping)
         self._after_work()
         return handled
 
@@ -127,3 +124,45 @@ class BackgroundProcessor:
             work()
         except Exception as exc:
             log.warning("inbound processing deferred to the next sweep: %s: %s", type(exc).__name__, exc)
+
+
+def poll_until_stopped(
+    processor: Processor,
+    stop: threading.Event,
+    *,
+    parent_pid: int,
+    sources: tuple[str, ...] | None,
+    idle_poll: float = 0.2,
+    after_work: Callable[[], object] | None = None,
+    after_work_seconds: float | None = None,
+) -> None:
+    """The loop of a door's threading child (``helpdesk process``, ``helpdesk web-pump``).
+
+    Polls for pending rows of ``sources``: at once again while there is work, backing off
+    to ``idle_poll`` when idle (the door does not signal its children; a poll is one
+    indexed query). ``stop`` is looked at between batches, so SIGTERM waits for one batch
+    at most; what is left stays pending for the next start. The loop also ends when
+    ``parent_pid`` is no longer our parent: a door killed even by SIGKILL leaves no child
+    publishing behind it. ``after_work`` runs after work and, without work, every
+    ``after_work_seconds``.
+    """
+    next_after = 0.0
+    pause = 0.01
+    while not stop.is_set() and os.getppid() == parent_pid:
+        handled = 0
+        try:
+            handled = processor.process_pending(sources=sources, stop=stop)
+        except Exception as exc:  # the database away: kept rows wait, we look again
+            log.warning("inbound processing deferred: %s: %s", type(exc).__name__, exc)
+            pause = idle_poll
+        if after_work is not None and (
+            handled or (after_work_seconds is not None and time.monotonic() >= next_after)
+        ):
+            try:
+                after_work()
+            except Exception as exc:
+                log.warning("after-work deferred: %s: %s", type(exc).__name__, exc)
+            next_after = time.monotonic() + (after_work_seconds or 0.0)
+        pause = 0.0 if handled else min(max(pause * 2, 0.01), idle_poll)
+        if pause:
+            stop.wait(pause)

@@ -43,8 +43,8 @@ def smtp(ctx: click.Context, listen: str | None, processors: int) -> None:
 
     setup_logging()
     # The event loop and the group keeper hand the GIL back and forth for every message;
-    # at Python's default 5 ms switch interval a sender's 250 waited for it, not for the
-    # commit (0.4 ms here).
+    # at Python's default 5 ms switch interval a sender's 250 can wait for it longer than
+    # for the commit (0.4 ms here).
     sys.setswitchinterval(0.0005)
     rt = runtime(ctx, publish=True)  # acknowledgements go to the broker after each commit
     # This door threads the mail that came by SMTP or an MTA pipe; IMAP and WhatsApp rows
@@ -83,26 +83,14 @@ def process(ctx: click.Context, sources: str, idle_poll: float, parent_pid: int 
     if niceness:
         os.nice(niceness)
     setup_logging()
+    from inbound.runner import poll_until_stopped
+
     runtime(ctx, publish=True)
-    processor = processor_for(ctx)
-    wanted = tuple(s.strip() for s in sources.split(",") if s.strip())
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    parent = parent_pid or os.getppid()
-    pause = 0.01
-    while not stop.is_set():
-        if os.getppid() != parent:  # the door died (even by SIGKILL): do not outlive it
-            break
-        try:
-            done = processor.process_pending(sources=wanted)
-        except Exception as exc:  # the database away: kept rows wait, we look again
-            click.echo(f"helpdesk process: {type(exc).__name__}: {exc}", err=True)
-            done = 0
-            pause = idle_poll
-        pause = 0.0 if done else min(max(pause * 2, 0.01), idle_poll)
-        if pause:
-            stop.wait(pause)
+    poll_until_stopped(processor_for(ctx), stop, parent_pid=parent_pid or os.getppid(), idle_poll=idle_poll,
+                       sources=tuple(s.strip() for s in sources.split(",") if s.strip()))
 
 
 def wait_for_signal() -> None:

@@ -17,14 +17,12 @@ comment, stay in order), and media downloads run after each batch and periodical
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable
 
 from inbound.media import RetryPolicy, fetch_pending_media
-from inbound.process import BATCH, Processor
-from inbound.runner import BackgroundProcessor
+from inbound.process import Processor
+from inbound.runner import BackgroundProcessor, poll_until_stopped
 from worker.runtime import Runtime
 
 log = logging.getLogger("helpdesk.web")
@@ -61,40 +59,10 @@ def default_sweep(runtime: Runtime) -> float:
 def run_child(runtime: Runtime, stop: threading.Event, *, parent_pid: int, idle_poll: float = 0.2,
               media_seconds: float | None = None, media_policy: RetryPolicy | None = None) -> None:
     """Thread kept WhatsApp messages and fetch media until ``stop`` is set or the parent
-    (the web process) is gone.
-
-    Polls for pending rows: at once again while there is work, backing off to
-    ``idle_poll`` when idle (the web process does not signal us; a poll is one indexed
-    query). ``stop`` is looked at between batches, so SIGTERM waits for one batch at most;
-    what is left stays pending for the next start.
-
-    Parameters:
-        parent_pid: exit when this process is no longer our parent (even after SIGKILL).
-        idle_poll: longest pause between looks when idle.
-        media_seconds: how often due media downloads are tried when no message came.
-    """
-    processor = Processor(runtime.sessions, runtime.settings, runtime.catalog)
-    fetch_media = media_fetcher(runtime, media_policy)
-    media_every = media_seconds if media_seconds is not None else default_sweep(runtime)
-    next_media = 0.0
-    pause = 0.01
-    while not stop.is_set() and os.getppid() == parent_pid:
-        handled = 0
-        try:
-            ids = processor.pending_ids(sources=SOURCES)
-            for i in range(0, len(ids), BATCH):
-                if stop.is_set():
-                    break
-                handled += len(processor.process_batch(ids[i:i + BATCH]))
-        except Exception as exc:  # the database away: kept rows wait, we look again
-            log.warning("whatsapp processing deferred: %s: %s", type(exc).__name__, exc)
-            pause = idle_poll
-        if handled or time.monotonic() >= next_media:
-            try:
-                fetch_media()
-            except Exception as exc:
-                log.warning("media fetch deferred: %s: %s", type(exc).__name__, exc)
-            next_media = time.monotonic() + media_every
-        pause = 0.0 if handled else min(max(pause * 2, 0.01), idle_poll)
-        if pause:
-            stop.wait(pause)
+    (the web process) is gone (``inbound.runner.poll_until_stopped``); due media
+    downloads are tried after work and, when no message came, every ``media_seconds``."""
+    poll_until_stopped(
+        Processor(runtime.sessions, runtime.settings, runtime.catalog), stop, parent_pid=parent_pid,
+        sources=SOURCES, idle_poll=idle_poll, after_work=media_fetcher(runtime, media_policy),
+        after_work_seconds=media_seconds if media_seconds is not None else default_sweep(runtime),
+    )
