@@ -17,6 +17,7 @@ from models.outbox import Outbox
 from models.stages import move_stage
 from models.ticket import LineItem, Provider, Ticket, Vehicle
 from models.tickets import NewMessage, find_by_number, open_ticket
+from outbound.deliver import Deliverer
 from tests.support.ports import wait_until
 from worker.relay import OutboundService
 from worker.runtime import Runtime
@@ -33,6 +34,18 @@ def build_runtime(make_settings: Callable[..., Settings], **overrides: Any) -> R
     }
     values.update(overrides)
     return Runtime.build(make_settings(**values))
+
+
+@contextmanager
+def delivering(make_settings: Callable[..., Settings], **overrides: Any) -> Iterator[tuple[Runtime, Deliverer]]:
+    """A runtime (``build_runtime``) and a Deliverer on it, both closed afterwards."""
+    rt = build_runtime(make_settings, **overrides)
+    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
+    try:
+        yield rt, deliverer
+    finally:
+        deliverer.close()
+        rt.close()
 
 
 def open_email_ticket(rt: Runtime, *, acknowledge: bool = False, email: str = CUSTOMER,

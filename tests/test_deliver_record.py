@@ -30,7 +30,7 @@ from models.tickets import find_by_number
 from outbound.compose import Notification, load_outbox
 from outbound.connections import ThreadConnections
 from outbound.context import NotificationContext, RecipientView
-from outbound.deliver import Deliverer, Outcome
+from outbound.deliver import Outcome
 from outbound.email import ENCODED_WIRE_POLICY, wire_bytes
 from outbound.mime import compose_email
 from outbound.record import record_sent, record_sent_at_once
@@ -39,7 +39,7 @@ from outbound.snapshot import CLAIM, REFERENCES_LIMIT, ContactInfo
 from tests.outbound_helpers import (
     FIRST_MESSAGE_ID,
     add_service_data,
-    build_runtime,
+    delivering,
     move,
     open_email_ticket,
     outbox_rows,
@@ -69,9 +69,7 @@ def add_thread(rt: Runtime, number: int, count: int) -> list[str]:
 def test_a_long_thread_is_referenced_by_its_root_and_its_latest_mail(
     make_settings: Callable[..., Settings], smtp_sink: SmtpSink
 ) -> None:
-    rt = build_runtime(make_settings, outbound_smtp_url=smtp_sink.url)
-    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
-    try:
+    with delivering(make_settings, outbound_smtp_url=smtp_sink.url) as (rt, deliverer):
         number = open_email_ticket(rt)
         ids = add_thread(rt, number, 14)
         move(rt, number, "Cita agendada")
@@ -81,18 +79,13 @@ def test_a_long_thread_is_referenced_by_its_root_and_its_latest_mail(
         references = mail.message["References"].split()
         assert references == [f"<{mid}>" for mid in [ids[0], *ids[-(REFERENCES_LIMIT - 1):]]]
         assert mail.message["In-Reply-To"] == f"<{ids[-1]}>"
-    finally:
-        deliverer.close()
-        rt.close()
 
 
 def test_the_mail_sent_shows_what_the_row_reads_step_by_step(
     make_settings: Callable[..., Settings], smtp_sink: SmtpSink
 ) -> None:
     """The one-statement claim (PostgreSQL) reads what the step-by-step reads read."""
-    rt = build_runtime(make_settings, outbound_smtp_url=smtp_sink.url)
-    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
-    try:
+    with delivering(make_settings, outbound_smtp_url=smtp_sink.url) as (rt, deliverer):
         number = open_email_ticket(rt)
         add_service_data(rt, number)
         with rt.transaction() as session:
@@ -117,9 +110,6 @@ def test_the_mail_sent_shows_what_the_row_reads_step_by_step(
             assert text == rendered.text and all(s in text for s in shown)
             html = mail.message.get_body(("html",)).get_content().replace("\r\n", "\n")
             assert html == rendered.html
-    finally:
-        deliverer.close()
-        rt.close()
 
 
 def _claim(rt: Runtime, outbox_id: int, token: str) -> None:
@@ -174,9 +164,7 @@ def test_a_database_connection_dropped_between_sends_is_replaced_without_losing_
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start() if url.get_backend_name() == "postgresql" \
         else None
     overrides = {"database_url": url.set(port=proxy.port).render_as_string(hide_password=False)} if proxy else {}
-    rt = build_runtime(make_settings, outbound_smtp_url=smtp_sink.url, **overrides)
-    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
-    try:
+    with delivering(make_settings, outbound_smtp_url=smtp_sink.url, **overrides) as (rt, deliverer):
         first, second = open_email_ticket(rt), open_email_ticket(rt, email="b@customer.example",
                                                                  first_message_id="b@mail.example")
         move(rt, first, "Cita agendada")
@@ -189,9 +177,6 @@ def test_a_database_connection_dropped_between_sends_is_replaced_without_losing_
         assert deliverer.deliver(rows[1].id) == Outcome.SENT
         assert len(smtp_sink.wait_for_mail(2)) == 2
         assert [r.status for r in outbox_rows(rt, "stage")] == ["sent", "sent"]
-    finally:
-        deliverer.close()
-        rt.close()
         if proxy is not None:
             proxy.stop()
 

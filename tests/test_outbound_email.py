@@ -24,6 +24,7 @@ from tests.outbound_helpers import (
     CUSTOMER,
     FIRST_MESSAGE_ID,
     build_runtime,
+    delivering,
     move,
     open_email_ticket,
     outbox_rows,
@@ -160,9 +161,7 @@ def test_550_fails_without_retry_and_outbox_retry_sends_it_again(
 def test_ten_sends_share_one_relay_connection(
     make_settings: Callable[..., Settings], smtp_sink: SmtpSink
 ) -> None:
-    rt = build_runtime(make_settings, outbound_smtp_url=smtp_sink.url)
-    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
-    try:
+    with delivering(make_settings, outbound_smtp_url=smtp_sink.url) as (rt, deliverer):
         ids = []
         for i in range(10):
             open_email_ticket(rt, email=f"user{i}@customer.example", first_message_id=f"m{i}@x", acknowledge=True)
@@ -176,25 +175,17 @@ def test_ten_sends_share_one_relay_connection(
         assert smtp_sink.connections == 1
         assert {m.connection for m in smtp_sink.messages} == {1}
         print(f"10 claim+render+send+record on one connection: {elapsed * 100:.1f} ms each")
-    finally:
-        deliverer.close()
-        rt.close()
 
 
 def test_starttls_and_auth_relay(make_settings: Callable[..., Settings], smtp_relay_tls: SmtpSink) -> None:
     url = f"{smtp_relay_tls.url}?cafile={smtp_relay_tls.cert_path}"
-    rt = build_runtime(make_settings, outbound_smtp_url=url)
-    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
-    try:
+    with delivering(make_settings, outbound_smtp_url=url) as (rt, deliverer):
         open_email_ticket(rt, acknowledge=True)
         [row] = outbox_rows(rt, "ack")
         assert deliverer.deliver(row.id) == Outcome.SENT
         [mail] = smtp_relay_tls.wait_for_mail(1)
         assert mail.tls and mail.login == RELAY_USER
         assert RELAY_PASSWORD not in mail.data.decode()
-    finally:
-        deliverer.close()
-        rt.close()
 
 
 def test_a_relay_refusing_our_login_keeps_the_notification_pending(
@@ -202,18 +193,13 @@ def test_a_relay_refusing_our_login_keeps_the_notification_pending(
 ) -> None:
     url = (f"smtp://{RELAY_USER.replace('@', '%40')}:wrong@{smtp_relay_tls.host}:{smtp_relay_tls.port}"
            f"?cafile={smtp_relay_tls.cert_path}")
-    rt = build_runtime(make_settings, outbound_smtp_url=url, send_backoff_seconds=60)
-    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
-    try:
+    with delivering(make_settings, outbound_smtp_url=url, send_backoff_seconds=60) as (rt, deliverer):
         open_email_ticket(rt, acknowledge=True)
         [row] = outbox_rows(rt, "ack")
         assert deliverer.deliver(row.id) == Outcome.RETRY
         [row] = outbox_rows(rt, "ack")
         assert row.status == "pending" and "refused our login" in (row.last_error or "")
         assert smtp_relay_tls.messages == []
-    finally:
-        deliverer.close()
-        rt.close()
 
 
 def test_without_a_relay_an_acknowledgement_is_written_as_a_parseable_eml(

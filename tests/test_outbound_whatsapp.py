@@ -20,7 +20,7 @@ from models.contact import Contact
 from models.message import Message
 from models.notify import enqueue
 from outbound.deliver import Deliverer, Outcome
-from tests.outbound_helpers import PHONE, build_runtime, move, open_email_ticket, outbox_rows
+from tests.outbound_helpers import PHONE, build_runtime, delivering, move, open_email_ticket, outbox_rows
 from tests.support import fixtures
 from tests.support.ports import wait_until
 from tests.support.smtp_sink import SmtpSink
@@ -215,13 +215,8 @@ def test_an_opted_out_contact_gets_email_but_still_the_opt_out_confirmation_on_w
 def test_without_twilio_configured_whatsapp_rows_go_by_email(
     make_settings: Callable[..., Settings], smtp_sink: SmtpSink
 ) -> None:
-    rt = build_runtime(make_settings, outbound_smtp_url=smtp_sink.url)
-    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
-    try:
+    with delivering(make_settings, outbound_smtp_url=smtp_sink.url) as (rt, deliverer):
         number = whatsapp_ticket(rt, wrote_hours_ago=1)
         move(rt, number, "Cita agendada")
         assert deliverer.deliver(outbox_rows(rt)[0].id) == Outcome.SENT
         assert len(smtp_sink.wait_for_mail(1)) == 1
-    finally:
-        deliverer.close()
-        rt.close()

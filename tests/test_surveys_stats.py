@@ -13,7 +13,7 @@ from models.base import utcnow
 from models.survey import Survey
 from outbound.deliver import Deliverer, Outcome
 from tests.cli_helpers import helpdesk
-from tests.outbound_helpers import build_runtime, move, open_email_ticket, outbox_rows, running, wait_status
+from tests.outbound_helpers import build_runtime, delivering, move, open_email_ticket, outbox_rows, running, wait_status
 from tests.support import fixtures
 from tests.support.smtp_sink import SmtpSink
 from worker.cli_outbound import survey_stats
@@ -60,9 +60,7 @@ def test_closing_a_ticket_sends_its_survey_after_the_delay_with_one_confirm_link
 def test_a_survey_whose_ticket_was_reopened_before_sending_is_cancelled(
     make_settings: Callable[..., Settings], smtp_sink: SmtpSink
 ) -> None:
-    rt = build_runtime(make_settings, outbound_smtp_url=smtp_sink.url)
-    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
-    try:
+    with delivering(make_settings, outbound_smtp_url=smtp_sink.url) as (rt, deliverer):
         number = open_email_ticket(rt)
         close(rt, number)
         move(rt, number, "En servicio")  # reopened within the delay
@@ -70,9 +68,6 @@ def test_a_survey_whose_ticket_was_reopened_before_sending_is_cancelled(
         assert deliverer.deliver(row.id) == Outcome.CANCELLED
         [row] = outbox_rows(rt, "survey")
         assert row.status == "cancelled" and "reopened" in (row.last_error or "")
-    finally:
-        deliverer.close()
-        rt.close()
 
 
 def test_surveys_give_sent_answered_average_and_csat_per_pipeline(

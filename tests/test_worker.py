@@ -16,9 +16,9 @@ from sqlalchemy import update
 from config.settings import Settings
 from models.base import utcnow
 from models.outbox import Outbox
-from outbound.deliver import Deliverer, Outcome, backoff_delay
+from outbound.deliver import Outcome, backoff_delay
 from tests.cli_helpers import HELPDESK, helpdesk
-from tests.outbound_helpers import build_runtime, move, open_email_ticket, outbox_rows, running, wait_status
+from tests.outbound_helpers import build_runtime, delivering, move, open_email_ticket, outbox_rows, running, wait_status
 from tests.support import fixtures
 from tests.support.ports import free_port, wait_until
 from tests.support.smtp_sink import SmtpSink
@@ -128,9 +128,7 @@ def test_a_worker_killed_mid_send_has_its_claim_expire_and_the_row_sent_again(
 def test_a_relay_that_keeps_deferring_fails_the_row_after_the_last_attempt(
     make_settings: Callable[..., Settings], smtp_sink: SmtpSink
 ) -> None:
-    rt = build_runtime(make_settings, outbound_smtp_url=smtp_sink.url, max_send_attempts=3)
-    deliverer = Deliverer(rt.sessions, rt.settings, rt.catalog)
-    try:
+    with delivering(make_settings, outbound_smtp_url=smtp_sink.url, max_send_attempts=3) as (rt, deliverer):
         open_email_ticket(rt, acknowledge=True)
         [row] = outbox_rows(rt, "ack")
         smtp_sink.reject_all(451, "4.3.0 busy")
@@ -140,9 +138,6 @@ def test_a_relay_that_keeps_deferring_fails_the_row_after_the_last_attempt(
         assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.FAILED]
         [row] = outbox_rows(rt, "ack")
         assert row.status == "failed" and row.attempts == 3 and "gave up after 3 attempts" in row.last_error
-    finally:
-        deliverer.close()
-        rt.close()
 
 
 @pytest.mark.parametrize("processes", [1, 2])
