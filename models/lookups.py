@@ -20,11 +20,11 @@ and rollback (``lookups``), never reused on stale data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import event, func, select
+from sqlalchemy import Select, event, func, select
 from sqlalchemy.orm import Session, SessionTransaction, joinedload, selectinload
 
 from models.base import utcnow
@@ -47,6 +47,18 @@ class Keys:
     emails: set[str] = field(default_factory=set)  # lower case
     numbers: set[int] = field(default_factory=set)
     subject_keys: set[str] = field(default_factory=set)
+
+
+def _stored_mail(ids: list[str]) -> Select[tuple[str, int]]:
+    """(Message-ID, ticket id) of the stored e-mail messages among ``ids``."""
+    return select(Message.external_id, Message.ticket_id).where(
+        Message.channel == "email", Message.external_id.in_(ids))
+
+
+def _sent_rows(ids: list[str]) -> Select[tuple[str, int]]:
+    """(provider id, ticket id) of the sent notifications among ``ids``."""
+    return select(Outbox.provider_id, Outbox.ticket_id).where(
+        Outbox.provider_id.in_(ids), Outbox.ticket_id.is_not(None))
 
 
 def lookups(session: Session) -> Lookups:
@@ -114,12 +126,8 @@ class Lookups:
         by_outbox: dict[int, int] = {}  # our outbox id → ticket id
         if keys.message_ids:
             ids = list(keys.message_ids)
-            by_message = dict(s.execute(
-                select(Message.external_id, Message.ticket_id)
-                .where(Message.channel == "email", Message.external_id.in_(ids))).all())
-            by_sent = dict(s.execute(
-                select(Outbox.provider_id, Outbox.ticket_id)
-                .where(Outbox.provider_id.in_(ids), Outbox.ticket_id.is_not(None))).all())
+            by_message = dict(s.execute(_stored_mail(ids)).all())
+            by_sent = dict(s.execute(_sent_rows(ids)).all())
         if keys.outbox_ids:
             by_outbox = dict(s.execute(
                 select(Outbox.id, Outbox.ticket_id)
@@ -193,15 +201,7 @@ class Lookups:
 
     def message_tickets(self, ids: Iterable[str]) -> dict[str, Ticket]:
         """The tickets of the e-mail messages with these Message-IDs (stored or added)."""
-        ids = list(ids)
-        unknown = [m for m in ids if m not in self._messages]
-        if unknown:
-            rows = dict(self.session.execute(
-                select(Message.external_id, Message.ticket_id)
-                .where(Message.channel == "email", Message.external_id.in_(unknown))).all())
-            for mid in unknown:
-                self._messages[mid] = self.session.get(Ticket, rows[mid]) if mid in rows else None
-        return {m: t for m in ids if (t := self._messages.get(m)) is not None}
+        return self._tickets_by(self._messages, list(ids), _stored_mail)
 
     def is_stored(self, external_id: str) -> bool:
         """Whether an e-mail message with this Message-ID is stored (or added here)."""
@@ -218,15 +218,17 @@ class Lookups:
 
     def sent_tickets(self, ids: Iterable[str]) -> dict[str, Ticket]:
         """The tickets of sent rows whose provider id is one of ``ids``."""
-        ids = list(ids)
-        unknown = [m for m in ids if m not in self._sent]
+        return self._tickets_by(self._sent, list(ids), _sent_rows)
+
+    def _tickets_by(self, cache: dict[str, Ticket | None], ids: list[str],
+                    query: Callable[[list[str]], Select[tuple[str, int]]]) -> dict[str, Ticket]:
+        """``ids`` → ticket through ``cache``, asking ``query`` for the ids not in it yet."""
+        unknown = [m for m in ids if m not in cache]
         if unknown:
-            rows = dict(self.session.execute(
-                select(Outbox.provider_id, Outbox.ticket_id)
-                .where(Outbox.provider_id.in_(unknown), Outbox.ticket_id.is_not(None))).all())
+            rows = dict(self.session.execute(query(unknown)).all())
             for mid in unknown:
-                self._sent[mid] = self.session.get(Ticket, rows[mid]) if mid in rows else None
-        return {m: t for m in ids if (t := self._sent.get(m)) is not None}
+                cache[mid] = self.session.get(Ticket, rows[mid]) if mid in rows else None
+        return {m: t for m in ids if (t := cache.get(m)) is not None}
 
     def contact_by_email(self, address: str) -> Contact | None:
         if address not in self._contacts:
