@@ -23,18 +23,18 @@ from inbound.bounce import BounceReport
 from inbound.classify import Classification, classify
 from inbound.forward import Forwarded, find_forward
 from inbound.parse import Address, ParsedMessage, UnparseableMessage, parse_message
-from inbound.process import Outcome, Quarantine
+from inbound.process import Outcome, Quarantine, RawRow
 from inbound.quotes import cut_reply
 from inbound.store import FileData, attach_files
 from inbound.thread import Decision, cited_numbers, decide, header_ids, is_duplicate
 from models.base import utcnow
 from models.contact import Contact, ContactEmail, get_or_create_by_email, normalize_email
+from models.deferred import deferring
 from models.identity import is_own_message_id, own_outbox_id, synthetic_message_id
 from models.lookups import Keys
-from models.message import RawMessage
 from models.outbox import DeliveryEvent, Outbox
 from models.ticket import Ticket
-from models.tickets import NewMessage, add_message, add_participant, flag, open_ticket, subject_key
+from models.tickets import NewMessage, add_message, add_message_later, add_participant, flag, open_ticket, subject_key
 
 log = logging.getLogger("helpdesk.inbound.mail")
 
@@ -69,7 +69,7 @@ class MailHandler:
         self.settings = settings
         self.own = set(settings.inbox_map)
 
-    def prepare(self, raw: RawMessage) -> MailPlan:
+    def prepare(self, raw: RawRow) -> MailPlan:
         """Everything that needs no database; never raises (errors go into the plan)."""
         settings = self.settings
         try:
@@ -121,7 +121,7 @@ class MailHandler:
         keys.numbers.update(number for number, _ in plan.cited)
         keys.subject_keys.add(subject_key(parsed.subject or plan.subject))
 
-    def handle(self, session: Session, raw: RawMessage, plan: MailPlan, catalog: Catalog) -> Outcome:
+    def handle(self, session: Session, raw: RawRow, plan: MailPlan, catalog: Catalog) -> Outcome:
         """Thread and store one prepared mail; returns what happened (kept on the row)."""
         settings = self.settings
         if plan.error is not None:
@@ -136,7 +136,9 @@ class MailHandler:
             return f"duplicate of <{plan.message_id}>"
         # A concurrent twin (same Message-ID by another door) makes the flush fail; the
         # Processor then runs this again and the duplicate check above sees the winner.
-        return thread_and_store(session, raw, plan, settings, catalog)
+        # Messages and participants are plain INSERTs after the flush (models.deferred).
+        with deferring(session):
+            return thread_and_store(session, raw, plan, settings, catalog)
 
 
 def synthetic_id(data: bytes) -> str:
@@ -144,7 +146,7 @@ def synthetic_id(data: bytes) -> str:
 
 
 def thread_and_store(
-    session: Session, raw: RawMessage, plan: MailPlan, settings: Settings, catalog: Catalog,
+    session: Session, raw: RawRow, plan: MailPlan, settings: Settings, catalog: Catalog,
 ) -> Outcome:
     parsed, forwarded, kind = plan.parsed, plan.forwarded, plan.kind
     assert parsed is not None
@@ -165,7 +167,6 @@ def thread_and_store(
         created_at=utcnow(),
     )
     ticket = _ticket_for(session, decision, contact, plan.subject, parsed, raw, kind, settings, catalog)
-    message = add_message(session, ticket, contact, new)
     if decision.ticket is not None:
         add_participant(session, ticket, contact, "cc")
         ticket.updated_at = utcnow()
@@ -177,7 +178,9 @@ def thread_and_store(
         for a in parsed.attachments
     ]
     if files:
-        attach_files(session, message, files)
+        attach_files(session, add_message(session, ticket, contact, new), files)
+    else:
+        add_message_later(session, ticket, contact, new)
     verb = "added to" if decision.ticket is not None else "opened"
     how = f"{kind}, " if kind != "message" else ""
     # The number of a new ticket is known after the batch's flush: say it then.
@@ -186,7 +189,7 @@ def thread_and_store(
 
 def _ticket_for(
     session: Session, decision: Decision, contact: Contact, subject: str, parsed: ParsedMessage,
-    raw: RawMessage, kind: str, settings: Settings, catalog: Catalog,
+    raw: RawRow, kind: str, settings: Settings, catalog: Catalog,
 ) -> Ticket:
     if decision.ticket is not None:
         if decision.flag_reason:
@@ -205,7 +208,7 @@ def _ticket_for(
     return ticket
 
 
-def route(parsed: ParsedMessage, raw: RawMessage, settings: Settings) -> tuple[str, str]:
+def route(parsed: ParsedMessage, raw: RawRow, settings: Settings) -> tuple[str, str]:
     """(inbox address, pipeline) from the recipients: the envelope first, then To and Cc."""
     candidates: list[str] = []
     if raw.envelope_to:

@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session
 
 from config.pipelines import Catalog
 from config.settings import Settings
-from inbound.process import Quarantine
+from inbound.process import Quarantine, RawRow
 from inbound.whatsapp_words import location_text, opt_word
 from models.base import utcnow
 from models.contact import Contact, get_or_create_by_phone
-from models.message import Message, RawMessage
+from models.message import Message
 from models.notify import enqueue
 from models.outbox import Outbox
 from models.phones import InvalidPhone, normalize_phone
@@ -126,7 +126,7 @@ def already_stored(session: Session, sid: str) -> bool:
     ) is not None
 
 
-def handle(session: Session, raw: RawMessage, settings: Settings, catalog: Catalog) -> str:
+def handle(session: Session, raw: RawRow, settings: Settings, catalog: Catalog) -> str:
     """Thread one committed WhatsApp message; return what happened, for the raw row."""
     from inbound.whatsapp_thread import route
 

@@ -17,6 +17,7 @@ Every message records the step in ``Message.threaded_by``.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -28,13 +29,16 @@ from inbound.whatsapp import WhatsAppMessage
 from inbound.whatsapp_words import media_filename, subject_from, survey_score
 from models.base import utcnow
 from models.contact import Contact
-from models.message import Attachment, Message, RawMessage
+from models.message import Attachment, Message
 from models.notify import acks_in_last_hour, enqueue, whatsapp_possible
 from models.numbers import find_numbers
 from models.outbox import Outbox
 from models.survey import Survey
 from models.ticket import Participant, Ticket
 from models.tickets import NewMessage, add_message, add_participant, find_by_number, flag, open_ticket
+
+if TYPE_CHECKING:
+    from inbound.process import RawRow
 
 #: A text this soon after a WhatsApp survey answer is that answer's comment.
 COMMENT_WINDOW = timedelta(minutes=30)
@@ -45,7 +49,7 @@ NOTICE_QUIET = timedelta(hours=1)
 class Router:
     """One message's threading, with what every step needs at hand."""
 
-    def __init__(self, session: Session, message: WhatsAppMessage, contact: Contact, raw: RawMessage,
+    def __init__(self, session: Session, message: WhatsAppMessage, contact: Contact, raw: RawRow,
                  settings: Settings, catalog: Catalog) -> None:
         self.session = session
         self.message = message
@@ -305,7 +309,7 @@ class Router:
         return self.open_new("new")
 
 
-def route(session: Session, message: WhatsAppMessage, contact: Contact, raw: RawMessage,
+def route(session: Session, message: WhatsAppMessage, contact: Contact, raw: RawRow,
           settings: Settings, catalog: Catalog) -> str:
     """Thread ``message`` from ``contact``; return the outcome for the raw row."""
     return Router(session, message, contact, raw, settings, catalog).route()

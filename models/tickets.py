@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session
 
 from config.pipelines import Catalog
 from config.settings import Settings
+from models import deferred
 from models.base import storable, utcnow
 from models.contact import Contact
 from models.db import next_sequence_values
+from models.deferred import defer, is_deferring
 from models.lookups import lookups
 from models.message import Message
 from models.notify import enqueue
@@ -80,8 +82,15 @@ def add_participant(session: Session, ticket: Ticket, contact: Contact, role: st
     known = lookups(session)
     if known.is_participant(ticket, contact):
         return
-    session.add(Participant(ticket=ticket, contact=contact, role=role))
-    known.added_participant(ticket, contact)
+    _add_participant(session, ticket, contact, role)
+
+
+def _add_participant(session: Session, ticket: Ticket, contact: Contact, role: str) -> None:
+    if is_deferring(session):
+        defer(session, Participant.__table__, {"role": role}, {"ticket_id": ticket, "contact_id": contact})
+    else:
+        session.add(Participant(ticket=ticket, contact=contact, role=role))
+    lookups(session).added_participant(ticket, contact)
 
 
 def is_participant(session: Session, ticket: Ticket, contact: Contact) -> bool:
@@ -105,28 +114,45 @@ class NewMessage:
     created_at: datetime | None = None
 
 
+def _message_values(contact: Contact | None, msg: NewMessage, direction: str) -> dict[str, object]:
+    return {
+        "channel": msg.channel,
+        "direction": direction,
+        "external_id": msg.external_id or f"local.{uuid.uuid4().hex}",
+        "sender": storable(msg.sender or (contact.display() if contact is not None else None)),
+        "subject": storable(msg.subject),
+        "text": storable(msg.text) or "",
+        "reply_text": storable(msg.reply_text),
+        "html": storable(msg.html),
+        "threaded_by": msg.threaded_by,
+        "forwarded_by": msg.forwarded_by,
+        "raw_id": msg.raw_id,
+        "created_at": msg.created_at or utcnow(),
+    }
+
+
 def add_message(
     session: Session, ticket: Ticket, contact: Contact | None, msg: NewMessage, direction: str = "in"
 ) -> Message:
-    row = Message(
-        ticket=ticket,
-        channel=msg.channel,
-        direction=direction,
-        external_id=msg.external_id or f"local.{uuid.uuid4().hex}",
-        contact=contact,
-        sender=storable(msg.sender or (contact.display() if contact is not None else None)),
-        subject=storable(msg.subject),
-        text=storable(msg.text) or "",
-        reply_text=storable(msg.reply_text),
-        html=storable(msg.html),
-        threaded_by=msg.threaded_by,
-        forwarded_by=msg.forwarded_by,
-        raw_id=msg.raw_id,
-        created_at=msg.created_at or utcnow(),
-    )
+    if deferred.has_deferred(session):
+        deferred.flush(session)  # deferred messages first: ids stay in arrival order
+    values = _message_values(contact, msg, direction)
+    row = Message(ticket=ticket, contact=contact, **values)
     session.add(row)
     lookups(session).added_message(row.channel, row.external_id, ticket)
     return row
+
+
+def add_message_later(session: Session, ticket: Ticket, contact: Contact, msg: NewMessage) -> None:
+    """``add_message`` for a batch inside ``models.deferred.deferring``: the row is
+    written right after the next flush and never becomes an ORM object (a message that
+    carries files needs its ORM row for them: use ``add_message``)."""
+    if not is_deferring(session):
+        add_message(session, ticket, contact, msg)
+        return
+    values = _message_values(contact, msg, "in")
+    defer(session, Message.__table__, values, {"ticket_id": ticket, "contact_id": contact})
+    lookups(session).added_message(msg.channel, str(values["external_id"]), ticket)
 
 
 def open_ticket(
@@ -176,8 +202,7 @@ def open_ticket(
     session.info.setdefault(_UNNUMBERED, []).append((ticket, settings.ticket_start))
     known = lookups(session)
     known.added_ticket(ticket)
-    session.add(Participant(ticket=ticket, contact=requester, role="requester"))
-    known.added_participant(ticket, requester)
+    _add_participant(session, ticket, requester, "requester")
     if message is not None:
         add_message(session, ticket, requester, message)
     if acknowledge and first.notify and known.acks_in_last_hour(requester) < settings.ack_limit_per_hour:

@@ -167,3 +167,63 @@ def test_answers_do_not_outlive_their_transaction(rt: Runtime) -> None:
         assert "helpdesk.lookups" not in session.info
     finally:
         session.close()
+
+
+def test_a_batch_writes_its_messages_as_plain_rows_in_arrival_order(rt: Runtime) -> None:
+    """Messages without files are written after the flush as plain rows (no ORM object is
+    built for them); one with files is an ORM row, written after those before it, so the
+    conversation keeps the order in which the mail arrived."""
+    built: list[object] = []
+
+    def note(target: Message, args: object, kwargs: object) -> None:
+        built.append(target)
+
+    event.listen(Message, "init", note)
+    try:
+        ids = [
+            keep_raw(rt.sessions, source="smtp", data=mail(sender="orden@cliente.mx", subject="Orden",
+                                                         message_id="<o1@cliente.mx>")),
+            keep_raw(rt.sessions, source="smtp", data=mail(
+                sender="orden@cliente.mx", subject="Re: Orden", message_id="<o2@cliente.mx>",
+                in_reply_to="o1@cliente.mx", attachments=[("factura.pdf", "application/pdf", b"%PDF-1.4 x")])),
+            keep_raw(rt.sessions, source="smtp", data=mail(sender="orden@cliente.mx", subject="Re: Orden",
+                                                         message_id="<o3@cliente.mx>", in_reply_to="o2@cliente.mx")),
+        ]
+        results = Processor(rt.sessions, rt.settings, rt.catalog).process_batch(ids)
+    finally:
+        event.remove(Message, "init", note)
+    assert [results[i].split(" by ")[-1] for i in ids] == ["new", "message_id", "message_id"]
+    assert len(built) == 1  # only the message that carries a file
+    with rt.transaction() as s:
+        stored = s.execute(select(Message.external_id, Message.raw_id).order_by(Message.id)).all()
+        participants = s.scalars(select(Participant.role)).all()
+    assert stored == [("o1@cliente.mx", ids[0]), ("o2@cliente.mx", ids[1]), ("o3@cliente.mx", ids[2])]
+    assert participants == ["requester"]
+
+
+def test_a_rolled_back_savepoint_drops_only_its_own_deferred_rows(rt: Runtime) -> None:
+    """A row deferred before a savepoint, with no ORM change to flush when it begins, is
+    still pending inside it; the savepoint's rollback must not take it along."""
+    from models import deferred
+    from models.contact import get_or_create_by_email
+    from models.tickets import NewMessage, add_message_later, open_ticket
+
+    with rt.transaction() as s, deferred.deferring(s):
+        contact = get_or_create_by_email(s, "guardado@cliente.mx", "Guardado")
+        ticket = open_ticket(s, catalog=rt.catalog, settings=rt.settings, pipeline_id="mantenimiento",
+                             requester=contact, subject="Guardado", acknowledge=False, flush=False)
+        deferred.flush(s)  # the ticket is written: the session has no ORM change left
+        add_message_later(s, ticket, contact, NewMessage(channel="email", text="antes", external_id="antes@x"))
+        try:
+            with s.begin_nested():
+                add_message_later(s, ticket, contact, NewMessage(channel="email", text="no", external_id="no@x"))
+                raise RuntimeError("this message fails")
+        except RuntimeError:
+            pass
+        add_message_later(s, ticket, contact, NewMessage(channel="email", text="despues", external_id="despues@x"))
+        assert deferred.has_deferred(s)
+        deferred.flush(s)
+        assert not deferred.has_deferred(s)
+    with rt.transaction() as s:
+        assert s.scalars(select(Message.external_id).order_by(Message.id)).all() == ["antes@x", "despues@x"]
+        assert s.scalars(select(Participant.role)).all() == ["requester"]
