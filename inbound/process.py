@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,6 +52,14 @@ class RawRow:
     envelope_from: str | None
     envelope_to: str | None
 
+
+#: Takes the batch's keys (senders, Message-IDs) as transaction-scoped advisory locks,
+#: in one statement and in hash order, so two batches never wait on each other in a
+#: cycle (PostgreSQL).
+_LOCK_KEYS = text(
+    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
+    "FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS hashes"
+)
 
 _RAW_COLUMNS = (RawMessage.id, RawMessage.source, RawMessage.data, RawMessage.envelope_from,
                 RawMessage.envelope_to)
@@ -242,17 +250,19 @@ class Processor:
             for raw in raws:
                 if raw.id not in plans:
                     plans[raw.id] = self._prepare(raw)
+            keys = Keys()
+            for raw in raws:
+                plan = plans[raw.id]
+                if not isinstance(plan, _Unhandled):
+                    self.handler(raw.source).keys(plan, keys)
+            if session.get_bind().dialect.name == "postgresql":
+                _serialize(session, keys)
             outcomes = _Outcomes()
             if careful:
                 for raw in raws:
                     results[raw.id] = outcomes.add(raw, self._handle_in_savepoint(session, raw, plans[raw.id]))
                 outcomes.write(session)
                 return results
-            keys = Keys()
-            for raw in raws:
-                plan = plans[raw.id]
-                if not isinstance(plan, _Unhandled):
-                    self.handler(raw.source).keys(plan, keys)
             lookups(session).prefetch(keys)
             handled = [(raw, self._handle_optimistic(session, raw, plans[raw.id])) for raw in raws]
             try:
@@ -348,6 +358,23 @@ class _Outcomes:
 
 class _Retry(Exception):
     """A message of an optimistic batch failed: run the batch again, carefully."""
+
+
+def _serialize(session: Session, keys: Keys) -> None:
+    """Wait for any other batch that holds mail of the same senders or Message-IDs, and
+    keep them out until this one commits.
+
+    Why: the doors' children (``--processors``) and the IMAP poller thread batches at the
+    same time. Without this, a reply in one batch could miss its request, still
+    uncommitted in another, and open a second ticket for one conversation; and two
+    batches creating the same new contact made one of them redo its batch a message at a
+    time. Waiting here comes before the batch's reads, so what it then reads includes
+    the other batch's rows. Only the keys the batch looks up are taken: batches of
+    different people run side by side.
+    """
+    names = sorted({f"e:{email}" for email in keys.emails} | {f"m:{mid}" for mid in keys.message_ids})
+    if names:
+        session.execute(_LOCK_KEYS, {"keys": names})
 
 
 def _lost_a_race(exc: OperationalError) -> bool:

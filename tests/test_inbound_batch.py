@@ -227,3 +227,61 @@ def test_a_rolled_back_savepoint_drops_only_its_own_deferred_rows(rt: Runtime) -
     with rt.transaction() as s:
         assert s.scalars(select(Message.external_id).order_by(Message.id)).all() == ["antes@x", "despues@x"]
         assert s.scalars(select(Participant.role)).all() == ["requester"]
+
+
+def test_two_processors_never_split_a_conversation_between_their_batches(rt: Runtime) -> None:
+    """Two children thread the same backlog; each reply comes a few mails after its
+    request, so requests and replies land in different, concurrent batches (on
+    PostgreSQL a trigger keeps each batch open 50 ms after its reads). Senders are known
+    contacts (no new contact makes a batch wait on a unique index). Every reply must join
+    its request's ticket: a batch waits for the other batch that holds mail of the same
+    sender or Message-ID (``inbound.process._serialize``) before it reads. (On SQLite
+    every transaction takes the write lock at BEGIN: batches never overlap there.)"""
+    import threading
+
+    senders = [f"conocido{i}@cliente.mx" for i in range(24)]
+    for sender in senders:
+        keep_raw(rt.sessions, source="smtp", data=mail(sender=sender, subject="Primer contacto"))
+    Processor(rt.sessions, rt.settings, rt.catalog).process_pending()
+    mails: list[bytes] = []
+    for i, sender in enumerate(senders):
+        mails.append(mail(sender=sender, subject=f"Tema nuevo {i}", message_id=f"<tema{i}@cliente.mx>"))
+        if i >= 3:  # the reply to the request three before
+            j = i - 3
+            mails.append(mail(sender=senders[j], subject=f"Re: Tema nuevo {j}", message_id=f"<resp{j}@cliente.mx>",
+                              in_reply_to=f"tema{j}@cliente.mx", body="Gracias."))
+    for j in range(len(senders) - 3, len(senders)):
+        mails.append(mail(sender=senders[j], subject=f"Re: Tema nuevo {j}", message_id=f"<resp{j}@cliente.mx>",
+                          in_reply_to=f"tema{j}@cliente.mx", body="Gracias."))
+    for data in mails:
+        keep_raw(rt.sessions, source="smtp", data=data)
+    engine = rt.sessions.kw["bind"]
+    if engine.dialect.name == "postgresql":  # hold each batch open after its reads
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION test_slow_write() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$")
+            conn.exec_driver_sql("CREATE TRIGGER test_slow_write AFTER INSERT ON messages "
+                                 "FOR EACH STATEMENT EXECUTE FUNCTION test_slow_write()")
+    errors: list[BaseException] = []
+
+    def child() -> None:
+        try:
+            Processor(rt.sessions, rt.settings, rt.catalog).process_pending(batch=3)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=child) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    with rt.transaction() as s:
+        ticket_of = dict(s.execute(select(Message.external_id, Message.ticket_id)
+                                   .where(Message.external_id.like("tema%") | Message.external_id.like("resp%"))).all())
+        statuses = set(s.scalars(select(RawMessage.status)))
+    assert statuses == {"done"}
+    assert len(ticket_of) == 2 * len(senders)
+    split = [j for j in range(len(senders)) if ticket_of[f"resp{j}@cliente.mx"] != ticket_of[f"tema{j}@cliente.mx"]]
+    assert split == []
