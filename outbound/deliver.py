@@ -20,6 +20,8 @@ One ``deliver(outbox_id)`` is two short transactions around the network call:
    * ``PermanentSendError``: the contact's other channel is tried once, right away;
      without one the row is ``failed`` with the reason (``helpdesk outbox --retry ID``).
 
+A job may carry several ids (``deliver_many``): one claim, then 2 and 3 for each row.
+
 Nothing is retried by the broker: the database row is the truth, and the relay's sweeper
 puts due rows back on the queue (``worker.relay``).
 """
@@ -28,8 +30,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -38,6 +41,7 @@ from typing import Any
 from jinja2 import TemplateError
 from sqlalchemy import update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.pipelines import Catalog
@@ -54,7 +58,15 @@ from outbound.errors import PermanentSendError, SendError, TemporarySendError
 from outbound.mime import compose_email
 from outbound.record import record_rest, record_sent, record_sent_at_once
 from outbound.render import Renderer
-from outbound.snapshot import CLAIM, CLAIM_AND_READ, Snapshot, from_claim_and_read, read
+from outbound.snapshot import (
+    CLAIM,
+    CLAIM_AND_READ,
+    CLAIM_MANY_AND_READ,
+    RELEASE,
+    Snapshot,
+    from_claim_and_read,
+    read,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +161,45 @@ class Deliverer:
         note = self._claim(outbox_id, token)
         if not isinstance(note, Notification):
             return note
+        return self._deliver_claimed(note, token)
+
+    def deliver_many(self, outbox_ids: Iterable[int]) -> dict[int, Outcome]:
+        """Claim a job's rows together (one statement on PostgreSQL, ``CLAIM_MANY_AND_READ``),
+        then send each and record it under the claim right after its send: a worker killed
+        mid-job leaves the rest claimed, sent after the claim expires. Rows not reached
+        within half the claim's lifetime (a slow relay) or after an unexpected error are
+        handed back as due (``RELEASE``), before another worker could take them over.
+        Elsewhere (SQLite) the rows go one by one through ``deliver``.
+
+        Returns:
+            Each id's outcome; ``SKIPPED`` for a row not claimed or handed back.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the database is unavailable (see ``deliver``).
+        """
+        ids = list(dict.fromkeys(int(i) for i in outbox_ids))
+        if self._connections is None or len(ids) == 1:
+            return {outbox_id: self.deliver(outbox_id) for outbox_id in ids}
+        outcomes = dict.fromkeys(ids, Outcome.SKIPPED)
+        token = uuid.uuid4().hex
+        hand_back_at = time.monotonic() + self._claim_ttl.total_seconds() / 2
+        claimed = self._claim_many(ids, token)
+        notes = [note for note in claimed.values() if isinstance(note, Notification)]
+        outcomes.update({i: done for i, done in claimed.items() if not isinstance(done, Notification)})
+        for i, note in enumerate(notes):
+            if time.monotonic() > hand_back_at:
+                self._release(notes[i:], token)
+                break
+            try:
+                outcomes[note.outbox_id] = self._deliver_claimed(note, token)
+            except BaseException:
+                self._release(notes[i + 1:], token)
+                raise
+        return outcomes
+
+    def _deliver_claimed(self, note: Notification, token: str) -> Outcome:
+        """Send a row claimed under ``token`` and record the outcome."""
+        outbox_id = note.outbox_id
         tried = [c for c in note.payload.get("tried_channels", []) if isinstance(c, str)]
         channel = note.channel
         try:
@@ -190,6 +241,31 @@ class Deliverer:
             return self._prepare(conn, from_claim_and_read(found), token)
 
         return self._connections.run(claim_and_prepare)
+
+    def _claim_many(self, ids: list[int], token: str) -> dict[int, Notification | Outcome]:
+        """Claim and read ``ids`` in one statement (PostgreSQL); only the rows claimed."""
+        now = utcnow()
+        params = {"oids": ids, "now": now, "stale": now - self._claim_ttl, "token": token}
+
+        def claim_and_prepare(conn: Connection) -> dict[int, Notification | Outcome]:
+            snaps = [from_claim_and_read(found) for found in conn.execute(CLAIM_MANY_AND_READ, params).all()]
+            return {snap.row["id"]: self._prepare(conn, snap, token) for snap in snaps}
+
+        assert self._connections is not None
+        return self._connections.run(claim_and_prepare)
+
+    def _release(self, notes: list[Notification], token: str) -> None:
+        """Hand back claimed rows not sent (see ``deliver_many``); if the database is down
+        too, their claims expire instead."""
+        if not notes:
+            return
+        ids = [note.outbox_id for note in notes]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(RELEASE, {"oids": ids, "token": token})
+            log.info("handed back notifications %s, not sent in this job", ids)
+        except SQLAlchemyError as exc:
+            log.warning("cannot hand back notifications %s (%s); their claims will expire", ids, exc)
 
     def _prepare(self, conn: Connection, snap: Snapshot, token: str) -> Notification | Outcome:
         """The notification of a claimed row, or why it ends here (in the claim's
@@ -321,8 +397,3 @@ class Deliverer:
             update(Outbox).where(Outbox.id == note.outbox_id, Outbox.claim_token == token).values(values)
         )
         return result.rowcount == 1
-
-
-def deliver(deliverer: Deliverer, outbox_id: int) -> Outcome:
-    """Functional spelling of ``Deliverer.deliver`` for the actor."""
-    return deliverer.deliver(outbox_id)

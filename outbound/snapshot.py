@@ -13,6 +13,8 @@ the worker, the database and the relay share two cores each round trip costs mor
   it is a transaction of its own: the claim and the read commit together, in one round
   trip instead of seven or eight. A row someone else holds matches
   nothing and the statement returns no row, exactly like the plain claim.
+  ``CLAIM_MANY_AND_READ`` does the same for all the rows of a job (an array of ids), one
+  result row per row claimed.
 * **Other databases** (SQLite for ``helpdesk run``): ``CLAIM`` and then ``read``, the
   same reads one by one, in the caller's transaction.
 
@@ -28,7 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ARRAY, String, Text, and_, bindparam, cast, func, or_, select, update
+from sqlalchemy import ARRAY, Integer, String, Text, and_, any_, bindparam, cast, func, or_, select, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
@@ -115,20 +117,15 @@ OUTBOX_COLUMNS = (
     Outbox.id, Outbox.ticket_id, Outbox.contact_id, Outbox.channel, Outbox.template, Outbox.audience,
     Outbox.payload, Outbox.attempts, Outbox.status,
 )
-#: Claim the row ``oid``: pending and due, or sending with a claim older than ``stale``.
-CLAIM = (
-    update(Outbox)
-    .where(
-        Outbox.id == bindparam("oid"),
-        or_(
-            and_(Outbox.status == "pending", Outbox.next_attempt_at <= bindparam("now")),
-            and_(Outbox.status == "sending", Outbox.claimed_at < bindparam("stale")),
-        ),
-    )
-    .values(status="sending", claim_token=bindparam("token"), claimed_at=bindparam("now"),
-            attempts=Outbox.attempts + 1)
-    .returning(*OUTBOX_COLUMNS)
+#: What makes a row claimable: pending and due, or sending with a claim older than ``stale``.
+_CLAIMABLE = or_(
+    and_(Outbox.status == "pending", Outbox.next_attempt_at <= bindparam("now")),
+    and_(Outbox.status == "sending", Outbox.claimed_at < bindparam("stale")),
 )
+_TAKE = {"status": "sending", "claim_token": bindparam("token"), "claimed_at": bindparam("now"),
+         "attempts": Outbox.attempts + 1}
+#: Claim the row ``oid`` (see ``_CLAIMABLE``).
+CLAIM = update(Outbox).where(Outbox.id == bindparam("oid"), _CLAIMABLE).values(_TAKE).returning(*OUTBOX_COLUMNS)
 OUTBOX = select(*OUTBOX_COLUMNS).where(Outbox.id == bindparam("oid"))
 CONTACT_COLUMNS = (
     Contact.id, Contact.name, _first_email(Contact.id).label("email"), Contact.phone, Contact.whatsapp_address,
@@ -197,9 +194,40 @@ def read(conn: Connection, row: Mapping[str, Any]) -> Snapshot:
     )
 
 
-def _claim_and_read() -> Any:
-    """``CLAIM`` as a CTE and the reads as one SELECT over it (PostgreSQL only)."""
-    claimed = CLAIM.cte("claimed")
+def _claim_many() -> Any:
+    """``CLAIM`` for every id in the array ``oids`` (PostgreSQL only).
+
+    The rows are locked first, in id order (``SELECT ... ORDER BY id FOR UPDATE``), and
+    only then updated: two jobs holding some of the same ids (a publication and a sweep of
+    the same rows) then wait for each other instead of deadlocking. A row another claim
+    took meanwhile no longer matches when its lock is granted (PostgreSQL re-reads it), so
+    it is skipped, exactly like the single-row claim.
+    """
+    locked = (
+        select(Outbox.id)
+        .where(Outbox.id == any_(bindparam("oids", type_=ARRAY(Integer))), _CLAIMABLE)
+        .order_by(Outbox.id)
+        .with_for_update()
+        .cte("locked")
+    )
+    return update(Outbox).where(Outbox.id == locked.c.id).values(_TAKE).returning(*OUTBOX_COLUMNS)
+
+
+#: Claim the rows ``oids`` (an array); bind ``now``, ``stale``, ``token`` as for CLAIM.
+CLAIM_MANY = _claim_many()
+#: Hand back the rows ``oids`` claimed under ``token`` but not sent: due again, for the
+#: sweeper, and the attempt that never happened uncounted.
+RELEASE = (
+    update(Outbox)
+    .where(Outbox.id == any_(bindparam("oids", type_=ARRAY(Integer))), Outbox.claim_token == bindparam("token"))
+    .values(status="pending", claim_token=None, claimed_at=None, attempts=Outbox.attempts - 1)
+)
+
+
+def _claim_and_read(claim: Any) -> Any:
+    """``claim`` as a CTE and the reads as one SELECT over it (PostgreSQL only): one
+    result row per row claimed, in id order."""
+    claimed = claim.cte("claimed")
     c = claimed.c
     items = (
         select(func.json_agg(aggregate_order_by(
@@ -228,11 +256,14 @@ def _claim_and_read() -> Any:
         .outerjoin(Vehicle, Vehicle.id == Ticket.vehicle_id)
         .outerjoin(Provider, Provider.id == Ticket.provider_id)
         .outerjoin(_Assignee, _Assignee.id == Ticket.assignee_id)
+        .order_by(c.id)
     )
 
 
 #: Claim and read in one statement; bind ``oid``, ``now``, ``stale``, ``token`` as for CLAIM.
-CLAIM_AND_READ = _claim_and_read()
+CLAIM_AND_READ = _claim_and_read(CLAIM)
+#: The same for the rows ``oids`` (an array): one statement for a whole job's rows.
+CLAIM_MANY_AND_READ = _claim_and_read(CLAIM_MANY)
 _ROW_KEYS = tuple(col.key for col in OUTBOX_COLUMNS)
 _TICKET_KEYS = tuple(col.key for col in TICKET_COLUMNS)
 

@@ -229,8 +229,8 @@ def test_sweeper_sends_rows_nobody_published(
     try:
         number = open_email_ticket(rt)
         move(rt, number, "Cita agendada")  # no publisher installed: only the sweeper knows
-        sent: list[int] = []
-        sweeper = Sweeper(rt.sessions, rt.settings, lambda i: sent.append(i) or True, grace=0)
-        assert sweeper.sweep() == 1 and sent == [outbox_rows(rt)[0].id]
+        sent: list[list[int]] = []
+        sweeper = Sweeper(rt.sessions, rt.settings, lambda job: sent.append(job) or True, grace=0)
+        assert sweeper.sweep() == 1 and sent == [[outbox_rows(rt)[0].id]]
     finally:
         rt.close()

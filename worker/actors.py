@@ -1,4 +1,4 @@
-"""The actors: thin functions that take an outbox id and call ``outbound.deliver``.
+"""The actors: thin functions that take outbox ids and call ``outbound.deliver``.
 
 Dramatiq's usual shape declares actors at import time on the global broker ("set the
 broker before importing actors"). Here ``declare`` binds the actor to a broker and a
@@ -6,8 +6,13 @@ broker before importing actors"). Here ``declare`` binds the actor to a broker a
 Redis namespace; ``helpdesk run`` an in-process broker beside nothing else), and a
 module-level actor would stick to whichever broker was global at import.
 
-The actor is safe to run twice: ``Deliverer.deliver`` claims the row in the database,
-and a second run finds it claimed or sent and does nothing.
+A job carries a list of outbox ids: the relay puts the ids committed close together in
+one job (``worker.relay``), so the broker's work and the claim statement are paid once
+for several notifications. A job of one bare id, the shape before that, is still
+accepted (jobs already on the queue when the worker is upgraded).
+
+The actor is safe to run twice: ``Deliverer`` claims the rows in the database, and a
+second run finds them claimed or sent and does nothing.
 """
 
 from __future__ import annotations
@@ -15,22 +20,25 @@ from __future__ import annotations
 import dramatiq
 from dramatiq import Broker
 
-from outbound.deliver import Deliverer, deliver
+from outbound.deliver import Deliverer
 
 ACTOR_NAME = "send_notification"
 QUEUE_NAME = "outbox"
 
 
 def declare(broker: Broker, deliverer: Deliverer) -> dramatiq.Actor:
-    """Declare ``send_notification(outbox_id)`` on ``broker``, sending with ``deliverer``.
+    """Declare ``send_notification(outbox_ids)`` on ``broker``, sending with ``deliverer``.
 
     Raises:
         ValueError: the broker already has a ``send_notification`` actor.
     """
 
-    def send_notification(outbox_id: int) -> None:
-        """Send one notification; loads nothing itself (``outbound.deliver`` does)."""
-        deliver(deliverer, int(outbox_id))
+    def send_notification(outbox_ids: list[int] | int) -> None:
+        """Send the notifications of one job; loads nothing itself (``Deliverer`` does)."""
+        if isinstance(outbox_ids, list):
+            deliverer.deliver_many(outbox_ids)
+        else:
+            deliverer.deliver(int(outbox_ids))
 
     return dramatiq.Actor(
         send_notification,
