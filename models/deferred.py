@@ -46,31 +46,52 @@ def is_deferring(session: Session) -> bool:
     return bool(session.info.get(_ON))
 
 
-def defer(session: Session, table: Table, values: dict[str, Any], refs: dict[str, Any]) -> None:
+class Written:
+    """The id a deferred row gets when it is written: None until then, and for good if
+    it is rolled back first (duck-types an ORM row for code that only reads ``id``)."""
+
+    __slots__ = ("id",)
+
+    def __init__(self) -> None:
+        self.id: int | None = None
+
+
+def defer(session: Session, table: Table, values: dict[str, Any], refs: dict[str, Any],
+          written: Written | None = None) -> None:
     """Insert ``values`` into ``table`` after the next flush, with each column of ``refs``
-    set to the id its ORM object has by then."""
+    set to the id its ORM object has by then (None stays NULL); ``written`` receives the
+    new row's id."""
     inside = session.get_nested_transaction() or session.get_transaction()
-    session.info.setdefault(_ROWS, []).append((table, values, refs, inside))
+    session.info.setdefault(_ROWS, []).append((table, values, refs, inside, written))
 
 
 def write_deferred(session: Session) -> int:
     """Insert the deferred rows now (their referenced objects must be flushed); returns
     how many. Called after every flush, and by the batch after its last one (a flush
     with nothing else to write does not run its hooks)."""
-    pending: list[tuple[Table, dict[str, Any], dict[str, Any], Any]] = session.info.pop(_ROWS, None) or []
+    pending: list[tuple[Table, dict[str, Any], dict[str, Any], Any, Written | None]] = (
+        session.info.pop(_ROWS, None) or [])
     if not pending:
         return 0
-    by_table: dict[Table, list[dict[str, Any]]] = {}
-    for table, values, refs, _inside in pending:
+    by_table: dict[Table, tuple[list[dict[str, Any]], list[Written | None]]] = {}
+    for table, values, refs, _inside, written in pending:
         row = dict(values)
         for column, obj in refs.items():
-            if obj.id is None:
+            if obj is not None and obj.id is None:
                 raise RuntimeError(f"{table.name}.{column}: the referenced row was not flushed")
-            row[column] = obj.id
-        by_table.setdefault(table, []).append(row)
+            row[column] = obj.id if obj is not None else None
+        rows, receivers = by_table.setdefault(table, ([], []))
+        rows.append(row)
+        receivers.append(written)
     conn = session.connection()
-    for table, rows in by_table.items():
-        conn.execute(insert(table), rows)
+    for table, (rows, receivers) in by_table.items():
+        if not any(receivers):
+            conn.execute(insert(table), rows)
+            continue
+        ids = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars()
+        for receiver, new_id in zip(receivers, ids, strict=True):
+            if receiver is not None:
+                receiver.id = new_id
     return len(pending)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from models import deferred
 from models.base import utcnow
 from models.contact import Contact
 from models.lookups import ACK_TEMPLATES, lookups
@@ -90,10 +91,24 @@ def enqueue(
 
     ``flush=False`` leaves the row (and a new ticket or contact it names) to the
     caller's next flush, so that a batch writes all its rows at once; its id is known
-    after that flush, and it is published after the commit either way.
+    after that flush, and it is published after the commit either way. Inside a mail
+    batch (``models.deferred.deferring``) that row is a plain INSERT after the flush and
+    None is returned.
     """
     channel = channel or choose_channel(contact)
     if channel is None:
+        return None
+    if not flush and deferred.is_deferring(session):
+        # A mail batch (models.deferred): a plain row after the flush; the id it gets
+        # there is what the publisher sends after the commit.
+        written = deferred.Written()
+        deferred.defer(session, Outbox.__table__, {
+            "channel": channel, "template": template, "audience": audience, "payload": dict(payload or {}),
+            "status": "pending", "next_attempt_at": not_before or utcnow(),
+        }, {"ticket_id": ticket, "contact_id": contact}, written)
+        session.info.setdefault(_NEW_ROWS, []).append(written)
+        if template in ACK_TEMPLATES:
+            lookups(session).queued_ack(contact)
         return None
     row = Outbox(
         ticket=ticket,

@@ -172,13 +172,19 @@ def test_answers_do_not_outlive_their_transaction(rt: Runtime) -> None:
 def test_a_batch_writes_its_messages_as_plain_rows_in_arrival_order(rt: Runtime) -> None:
     """Messages without files are written after the flush as plain rows (no ORM object is
     built for them); one with files is an ORM row, written after those before it, so the
-    conversation keeps the order in which the mail arrived."""
-    built: list[object] = []
+    conversation keeps the order in which the mail arrived. The acknowledgement is a
+    plain row too, and its id is still what is published after the commit."""
+    from models.notify import install_publisher
 
-    def note(target: Message, args: object, kwargs: object) -> None:
+    built: list[object] = []
+    published: list[int] = []
+    install_publisher(rt.sessions, published.extend)
+
+    def note(target: object, args: object, kwargs: object) -> None:
         built.append(target)
 
     event.listen(Message, "init", note)
+    event.listen(Outbox, "init", note)
     try:
         ids = [
             keep_raw(rt.sessions, source="smtp", data=mail(sender="orden@cliente.mx", subject="Orden",
@@ -192,11 +198,14 @@ def test_a_batch_writes_its_messages_as_plain_rows_in_arrival_order(rt: Runtime)
         results = Processor(rt.sessions, rt.settings, rt.catalog).process_batch(ids)
     finally:
         event.remove(Message, "init", note)
+        event.remove(Outbox, "init", note)
     assert [results[i].split(" by ")[-1] for i in ids] == ["new", "message_id", "message_id"]
-    assert len(built) == 1  # only the message that carries a file
+    assert [type(row) for row in built] == [Message]  # only the message that carries a file
     with rt.transaction() as s:
         stored = s.execute(select(Message.external_id, Message.raw_id).order_by(Message.id)).all()
         participants = s.scalars(select(Participant.role)).all()
+        acks = s.scalars(select(Outbox.id).where(Outbox.template == "ack")).all()
+    assert len(acks) == 1 and published == acks
     assert stored == [("o1@cliente.mx", ids[0]), ("o2@cliente.mx", ids[1]), ("o3@cliente.mx", ids[2])]
     assert participants == ["requester"]
 
