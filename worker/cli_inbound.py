@@ -42,11 +42,13 @@ def smtp(ctx: click.Context, listen: str | None, processors: int) -> None:
     from worker.children import Children, helpdesk_command
 
     setup_logging()
-    # The event loop and the group keeper hand the GIL back and forth for every message;
-    # at Python's default 5 ms switch interval a sender's 250 can wait for it longer than
-    # for the commit (0.4 ms here).
-    sys.setswitchinterval(0.0005)
     rt = runtime(ctx, publish=True)  # acknowledgements go to the broker after each commit
+    if rt.engine.dialect.name != "postgresql":
+        # SQLite's keeper is a thread (inbound.keep.GroupKeeper): it and the event loop
+        # hand the GIL back and forth for every message, and at Python's default 5 ms
+        # switch interval a sender's 250 can wait for it longer than for the commit.
+        # PostgreSQL's keeper runs on the event loop itself and needs none of this.
+        sys.setswitchinterval(0.0005)
     # This door threads the mail that came by SMTP or an MTA pipe; IMAP and WhatsApp rows
     # are threaded by their own processes.
     children = background = None

@@ -3,10 +3,10 @@
 The WhatsApp webhook is a door like the SMTP server: it checks the X-Twilio-Signature,
 commits the body exactly as posted, answers empty TwiML, and leaves the decision to the
 background pump (``worker.inbound_pump``), so Twilio's 15-second timeout never depends on
-threading or media downloads. The commit goes through ``inbound.keep.GroupKeeper``: posts
+threading or media downloads. The commit goes through ``inbound.keep.door_keeper``: posts
 arriving together share one INSERT and one commit on a held connection, each is answered
 only after its own row is committed, and the event loop awaits it without a thread-pool
-hop. The signature is
+hop (on PostgreSQL the keeper runs on the event loop itself). The signature is
 checked against ``PUBLIC_URL`` + path, not the URL this process sees, because behind a
 proxy or TLS terminator those differ and Twilio signs the URL it called.
 
@@ -20,7 +20,6 @@ Answers::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -36,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from inbound.keep import GroupKeeper, TemporaryFailure
+from inbound.keep import DoorKeeper, TemporaryFailure, door_keeper
 from inbound.media import RetryPolicy
 from inbound.twilio_status import BadCallback, StatusCallback, record_status
 from worker import survey_page
@@ -200,16 +199,17 @@ def signature_valid(runtime: Runtime, request: Request, pairs: list[tuple[str, s
 
 
 class Door:
-    """Keeps webhook bodies through one ``GroupKeeper`` thread, started on first use.
+    """Keeps webhook bodies through one ``door_keeper``, made on first use (on the loop
+    that serves the requests: PostgreSQL's keeper opens its connection there).
 
     Why not ``keep_raw`` in the thread pool: a pool hop and a pool checkout per request,
     and one commit per message; here concurrent posts share a statement and a commit, and
-    the event loop just awaits their futures.
+    the event loop just awaits them.
     """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._keeper: GroupKeeper | None = None
+        self._keeper: DoorKeeper | None = None
 
     async def keep(self, data: bytes, sender: str | None) -> int:
         """The committed raw message's id.
@@ -218,18 +218,17 @@ class Door:
             TemporaryFailure: not committed; the caller answers 503 so Twilio retries.
         """
         if self._keeper is None:  # the event loop is one thread: no race here
-            self._keeper = GroupKeeper(self.runtime.sessions).start()
-        future = self._keeper.keep(source="whatsapp", data=data, envelope_from=sender)
-        # Shielded: a cancelled request (server shutdown) must not cancel the keeper's
-        # future (the keeper sets it once committed, and a cancelled one would make it
-        # raise); the row is kept anyway and Twilio's retry is then a duplicate, dropped.
-        return await asyncio.shield(asyncio.wrap_future(future))
+            self._keeper = door_keeper(self.runtime.sessions,
+                                       connect_timeout=self.runtime.settings.database_timeout_seconds)
+        # A request cancelled after its group was sent (a server shutdown) is kept
+        # anyway, and Twilio's retry is then a duplicate, dropped by threading.
+        return await self._keeper.keep(source="whatsapp", data=data, envelope_from=sender)
 
-    def stop(self) -> None:
-        """Commit what is queued, then stop the keeper thread."""
+    async def aclose(self) -> None:
+        """Commit the groups under way, then close the keeper."""
         if self._keeper is not None:
-            self._keeper.stop()
-            self._keeper = None
+            keeper, self._keeper = self._keeper, None
+            await keeper.aclose()
 
 
 def check_database(runtime: Runtime) -> Check:
@@ -283,7 +282,7 @@ def create_app(runtime: Runtime, *, pump: bool = True, sweep_seconds: float | No
                 worker.start()
             yield
         finally:
-            await run_in_threadpool(door.stop)
+            await door.aclose()
             if worker is not None:
                 await run_in_threadpool(worker.stop)
             for service in reversed(started):
