@@ -187,7 +187,9 @@ def test_ids_published_while_the_relay_waits_share_a_job_and_close_sends_them() 
     relay.publish([2])
     relay.publish([3])
     relay.close()  # cuts the 30 s wait short, sends what waits
-    assert jobs in ([[1], [2, 3]], [[1, 2, 3]])
+    # The first job leaves as soon as the relay's thread wakes, with whatever has come by
+    # then (1, or 1 and 2); everything after it waits and shares the second job.
+    assert sum(jobs, []) == [1, 2, 3] and len(jobs) <= 2, jobs
 
 
 def test_a_big_burst_is_cut_into_jobs_of_at_most_job_size_ids() -> None:
