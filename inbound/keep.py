@@ -274,17 +274,20 @@ class LoopKeeper:
     and a failed group fails each of its senders (451 / 503).
 
     The connection is held while groups follow each other; after a pause of more than
-    ``IDLE_RELEASE_SECONDS`` it is pinged before use (a restarted server then costs no
+    ``idle_check_seconds`` it is pinged before use (a restarted server then costs no
     451), and a failed group drops it.
 
     Parameters:
         conninfo: a libpq connection string or URL (``postgresql://...``).
         connect_timeout: seconds to wait for a connection before failing the group.
         max_group: most messages per INSERT.
+        idle_check_seconds: a connection unused for longer is pinged before its next group.
     """
 
-    def __init__(self, conninfo: str, *, connect_timeout: float = 30.0, max_group: int = 32) -> None:
+    def __init__(self, conninfo: str, *, connect_timeout: float = 30.0, max_group: int = 32,
+                 idle_check_seconds: float = IDLE_RELEASE_SECONDS) -> None:
         self.conninfo = conninfo
+        self.idle_check_seconds = idle_check_seconds
         self.connect_timeout = max(1, int(connect_timeout))
         self.max_group = max_group
         self._waiting: list[_Waiting] = []
@@ -294,10 +297,11 @@ class LoopKeeper:
         self._closed = False
 
     @classmethod
-    def for_engine(cls, engine: Engine, *, connect_timeout: float = 30.0, max_group: int = 32) -> LoopKeeper:
-        """A keeper on the database of a SQLAlchemy PostgreSQL ``engine``."""
+    def for_engine(cls, engine: Engine, **options: Any) -> LoopKeeper:
+        """A keeper on the database of a SQLAlchemy PostgreSQL ``engine`` (``options``: as
+        for the constructor)."""
         url = engine.url.set(drivername="postgresql")
-        return cls(url.render_as_string(hide_password=False), connect_timeout=connect_timeout, max_group=max_group)
+        return cls(url.render_as_string(hide_password=False), **options)
 
     async def keep(self, *, source: str, data: bytes, envelope_from: str | None = None,
                    envelope_to: str | None = None) -> int:
@@ -365,7 +369,7 @@ class LoopKeeper:
                 w.future.set_result(raw_id)
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is not None and time.monotonic() - self._last_used > IDLE_RELEASE_SECONDS:
+        if self._conn is not None and time.monotonic() - self._last_used > self.idle_check_seconds:
             try:
                 await self._conn.execute("SELECT 1")
             except psycopg.Error:  # killed while idle (a server restart): connect again

@@ -10,7 +10,6 @@ import asyncio
 import pytest
 from sqlalchemy import select, text
 
-import inbound.keep
 from inbound.keep import LoopKeeper, TemporaryFailure, ThreadDoorKeeper, door_keeper
 from models.message import RawMessage
 from tests.mailbuilder import mail
@@ -124,14 +123,10 @@ def test_a_killed_connection_fails_at_most_one_group_and_acknowledges_only_what_
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_a_connection_killed_while_idle_is_replaced_before_use_and_costs_no_failure(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Every pause counts as idle, so the held connection is checked before each group.
-    monkeypatch.setattr(inbound.keep, "IDLE_RELEASE_SECONDS", -1.0)
-
+def test_a_connection_killed_while_idle_is_replaced_before_use_and_costs_no_failure(rt: Runtime) -> None:
     async def main() -> list[int]:
-        keeper = LoopKeeper.for_engine(rt.engine, connect_timeout=5)
+        # Every pause counts as idle: the held connection is checked before each group.
+        keeper = LoopKeeper.for_engine(rt.engine, connect_timeout=5, idle_check_seconds=-1.0)
         try:
             first = await keeper.keep(source="smtp", data=b"antes")
             _kill_other_backends(rt)
