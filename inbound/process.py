@@ -245,7 +245,8 @@ class Processor:
                 .where(RawMessage.id.in_(raw_ids), RawMessage.status == "pending")
                 .order_by(RawMessage.id)
             )
-            if session.get_bind().dialect.name == "postgresql":
+            postgresql = session.get_bind().dialect.name == "postgresql"
+            if postgresql:
                 query = query.with_for_update(skip_locked=True)  # another process has those
             raws = [RawRow(*row) for row in session.execute(query)]
             for raw in raws:
@@ -256,7 +257,7 @@ class Processor:
                 plan = plans[raw.id]
                 if not isinstance(plan, _Unhandled):
                     self.handler(raw.source).keys(plan, keys)
-            if session.get_bind().dialect.name == "postgresql":
+            if postgresql:
                 _serialize(session, keys)
             outcomes = _Outcomes()
             if careful:
@@ -303,19 +304,21 @@ class Processor:
         if isinstance(plan, _Unhandled):
             return plan
         handler = self.handler(raw.source)
+
+        def attempt() -> Outcome:
+            reset(session)
+            with session.begin_nested():
+                outcome = handler.handle(session, raw, plan, self.catalog)
+                deferred.flush(session)
+            return outcome
+
         try:
             try:
-                reset(session)
-                with session.begin_nested():
-                    outcome = handler.handle(session, raw, plan, self.catalog)
-                    deferred.flush(session)
+                outcome = attempt()
             except IntegrityError:
                 # Another process stored the same message (or created the same contact)
                 # at the same moment and won: run again, now seeing the winner's rows.
-                reset(session)
-                with session.begin_nested():
-                    outcome = handler.handle(session, raw, plan, self.catalog)
-                    deferred.flush(session)
+                outcome = attempt()
             return outcome() if callable(outcome) else outcome  # numbered by the savepoint's flush
         except OperationalError:
             raise
@@ -324,6 +327,7 @@ class Processor:
         except Exception as exc:  # lose nothing: an unexpected failure is quarantined too
             log.exception("raw %s: unexpected failure", raw.id)
             return _Unhandled(f"unexpected {type(exc).__name__}: {exc}")
+
 
 @dataclass
 class _Unhandled:

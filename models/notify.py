@@ -98,35 +98,25 @@ def enqueue(
     channel = channel or choose_channel(contact)
     if channel is None:
         return None
+    values: dict[str, Any] = {
+        "channel": channel, "template": template, "audience": audience, "payload": dict(payload or {}),
+        "status": "pending", "next_attempt_at": not_before or utcnow(),
+    }
+    row: Outbox | deferred.Written
     if not flush and deferred.is_deferring(session):
         # A mail batch (models.deferred): a plain row after the flush; the id it gets
         # there is what the publisher sends after the commit.
-        written = deferred.Written()
-        deferred.defer(session, Outbox.__table__, {
-            "channel": channel, "template": template, "audience": audience, "payload": dict(payload or {}),
-            "status": "pending", "next_attempt_at": not_before or utcnow(),
-        }, {"ticket_id": ticket, "contact_id": contact}, written)
-        session.info.setdefault(_NEW_ROWS, []).append(written)
-        if template in ACK_TEMPLATES:
-            lookups(session).queued_ack(contact)
-        return None
-    row = Outbox(
-        ticket=ticket,
-        contact=contact,
-        channel=channel,
-        template=template,
-        audience=audience,
-        payload=dict(payload or {}),
-        status="pending",
-        next_attempt_at=not_before or utcnow(),
-    )
-    session.add(row)
-    if flush:
-        session.flush()
+        row = deferred.Written()
+        deferred.defer(session, Outbox.__table__, values, {"ticket_id": ticket, "contact_id": contact}, row)
+    else:
+        row = Outbox(ticket=ticket, contact=contact, **values)
+        session.add(row)
+        if flush:
+            session.flush()
     session.info.setdefault(_NEW_ROWS, []).append(row)
     if template in ACK_TEMPLATES:
         lookups(session).queued_ack(contact)
-    return row
+    return row if isinstance(row, Outbox) else None
 
 
 def acks_in_last_hour(session: Session, contact: Contact) -> int:
