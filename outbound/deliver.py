@@ -50,6 +50,7 @@ from models.base import utcnow
 from models.delivery import apply_recorded_events
 from models.notify import choose_channel
 from models.outbox import Outbox
+from models.prepared import prepared
 from outbound import whatsapp as wa
 from outbound.compose import Notification, build_notification
 from outbound.connections import ThreadConnections
@@ -235,10 +236,10 @@ class Deliverer:
                 return self._prepare(conn, read(conn, row._mapping), token)
 
         def claim_and_prepare(conn: Connection) -> Notification | Outcome:
-            found = conn.execute(CLAIM_AND_READ, params).first()
-            if found is None:
+            found = prepared(CLAIM_AND_READ, conn.dialect).run(conn, params)
+            if not found:
                 return Outcome.SKIPPED
-            return self._prepare(conn, from_claim_and_read(found), token)
+            return self._prepare(conn, from_claim_and_read(found[0]), token)
 
         return self._connections.run(claim_and_prepare)
 
@@ -248,7 +249,8 @@ class Deliverer:
         params = {"oids": ids, "now": now, "stale": now - self._claim_ttl, "token": token}
 
         def claim_and_prepare(conn: Connection) -> dict[int, Notification | Outcome]:
-            snaps = [from_claim_and_read(found) for found in conn.execute(CLAIM_MANY_AND_READ, params).all()]
+            found = prepared(CLAIM_MANY_AND_READ, conn.dialect).run(conn, params)
+            snaps = [from_claim_and_read(row) for row in found]
             return {snap.row["id"]: self._prepare(conn, snap, token) for snap in snaps}
 
         assert self._connections is not None

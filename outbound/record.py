@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from models.base import UTCDateTime
 from models.message import Message
 from models.outbox import Outbox
+from models.prepared import prepared
 from models.survey import Survey
 from models.ticket import Ticket
 
@@ -115,10 +116,11 @@ def record_sent_at_once(conn: Connection, *, oid: int, token: str, ticket_id: in
     Returns:
         False when the claim had been taken over: then nothing was written.
     """
-    return bool(conn.execute(RECORD_SENT, {
+    [found] = prepared(RECORD_SENT, conn.dialect).run(conn, {
         "r_oid": oid, "r_token": token, "r_channel": channel, "r_provider_id": provider_id, "r_now": now,
         "r_sender": sender, "r_subject": subject, "r_text": text, "r_sid": survey_id,
-    }).scalar())
+    })
+    return bool(next(iter(found.values())))
 
 
 def record_sent(conn: Connection, *, oid: int, token: str, reply: bool, ticket_id: int | None,

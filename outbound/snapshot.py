@@ -268,9 +268,8 @@ _ROW_KEYS = tuple(col.key for col in OUTBOX_COLUMNS)
 _TICKET_KEYS = tuple(col.key for col in TICKET_COLUMNS)
 
 
-def from_claim_and_read(found: Any) -> Snapshot:
-    """The ``Snapshot`` in one row of ``CLAIM_AND_READ``."""
-    m = found._mapping
+def from_claim_and_read(m: Mapping[str, Any]) -> Snapshot:
+    """The ``Snapshot`` in one row of ``CLAIM_AND_READ``, by column key."""
     row = {key: m[key] for key in _ROW_KEYS}
     contact = ContactInfo(**{key: m[f"c_{key}"] for key in CONTACT_FIELDS}) if m["c_id"] is not None else None
     if m["t_id"] is None:
