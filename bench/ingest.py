@@ -12,6 +12,7 @@ Each run has two phases:
   that accepted mail, i.e. what threading can take, which the live figure cannot show.
 
 Prints one JSON line: accept_per_s, baseline_per_s, accept_ratio, p50_ms, p99_ms,
+baseline_p50_ms and baseline_p99_ms (the do-nothing server's latencies, same client),
 threaded_per_s, live_threaded_per_s, parse_floor_per_s (a bare
 message_from_bytes(policy=default) + walk over the same mails, one process),
 thread_ratio (threaded_per_s / parse_floor_per_s).
@@ -169,14 +170,15 @@ def main() -> None:
             send_all(port, make_mails(50, 999), args.connections)  # warm-up
             send_all(base_port, make_mails(50, 999), args.connections)
             wait_threaded(url, 0, 50)
-            accept, base, lat, live, threaded, floors = [], [], [], [], [], []
+            accept, base, lat, base_lat, live, threaded, floors = [], [], [], [], [], [], []
             children = children_of(product.pid)
             if len(children) != args.processors:
                 raise RuntimeError(f"expected {args.processors} threading children, found {children}")
             for run in range(args.runs):
                 mails = make_mails(args.messages, run)
-                t_base, _ = send_all(base_port, mails, args.connections)
+                t_base, lats = send_all(base_port, mails, args.connections)
                 base.append(len(mails) / t_base)
+                base_lat.extend(lats)
                 before = last_id(url)
                 start = time.perf_counter()
                 t_prod, lats = send_all(port, mails, args.connections)
@@ -207,6 +209,8 @@ def main() -> None:
         "accept_ratio": round(median(accept) / median(base), 3),
         "p50_ms": round(percentile(lat, 50) * 1000, 2),
         "p99_ms": round(percentile(lat, 99) * 1000, 2),
+        "baseline_p50_ms": round(percentile(base_lat, 50) * 1000, 2),
+        "baseline_p99_ms": round(percentile(base_lat, 99) * 1000, 2),
         "threaded_per_s": round(median(threaded), 1),
         "live_threaded_per_s": round(median(live), 1),
         "parse_floor_per_s": round(median(floors), 1),

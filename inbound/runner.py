@@ -22,6 +22,16 @@ from inbound.process import BATCH, Processor
 
 log = logging.getLogger("helpdesk.inbound.runner")
 
+#: After a batch that did not fill up, how long a door's child waits before it looks again.
+#: While the door is taking mail, a child that looked again at once threaded the few
+#: messages committed meanwhile, batch after tiny batch, and every batch pays the same
+#: lookups, locks and commit: at ~1,000 mails/s that was 0.55-0.7 ms of CPU per mail,
+#: taken from the door on a two-core machine (its p99 was 7 ms with the child paused,
+#: 8-13 ms with it running). Waiting 50 ms lets about 50 mails gather: 0.4 ms of CPU per
+#: mail, and a threading delay no one sees.
+#: A full batch means a backlog: the next one is taken at once.
+GATHER_SECONDS = 0.05
+
 
 class BackgroundProcessor:
     """A daemon thread running ``Processor`` over submitted ids and a periodic sweep.
@@ -135,13 +145,15 @@ def poll_until_stopped(
     idle_poll: float = 0.2,
     after_work: Callable[[], object] | None = None,
     after_work_seconds: float | None = None,
+    gather: float = GATHER_SECONDS,
 ) -> None:
     """The loop of a door's threading child (``helpdesk process``, ``helpdesk web-pump``).
 
-    Polls for pending rows of ``sources``: at once again while there is work, backing off
-    to ``idle_poll`` when idle (the door does not signal its children; a poll is one
-    indexed query). ``stop`` is looked at between batches, so SIGTERM waits for one batch
-    at most; what is left stays pending for the next start. The loop also ends when
+    Polls for pending rows of ``sources``: at once again after a full batch, ``gather``
+    seconds after a smaller one (see ``GATHER_SECONDS``), backing off to ``idle_poll``
+    when idle (the door does not signal its children; a poll is one indexed query).
+    ``stop`` is looked at between batches, so SIGTERM waits for one batch at most; what
+    is left stays pending for the next start. The loop also ends when
     ``parent_pid`` is no longer our parent: a door killed even by SIGKILL leaves no child
     publishing behind it. ``after_work`` runs after work and, without work, every
     ``after_work_seconds``.
@@ -163,6 +175,11 @@ def poll_until_stopped(
             except Exception as exc:
                 log.warning("after-work deferred: %s: %s", type(exc).__name__, exc)
             next_after = time.monotonic() + (after_work_seconds or 0.0)
-        pause = 0.0 if handled else min(max(pause * 2, 0.01), idle_poll)
+        if handled >= BATCH:
+            pause = 0.0
+        elif handled:
+            pause = gather
+        else:
+            pause = min(max(pause * 2, 0.01), idle_poll)
         if pause:
             stop.wait(pause)
