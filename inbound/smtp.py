@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from config.settings import Settings, host_port
-from inbound.keep import DoorKeeper, TemporaryFailure, door_keeper
+from inbound.keep import TemporaryFailure
+from inbound.loop_keeper import DoorKeeper, door_keeper
 
 log = logging.getLogger("helpdesk.inbound.smtp")
 

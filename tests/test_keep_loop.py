@@ -1,4 +1,4 @@
-"""The event-loop doors' keeper (``inbound.keep.door_keeper``): every message is committed
+"""The event-loop doors' keeper (``inbound.loop_keeper.door_keeper``): every message is committed
 before its id is returned, each sender gets its own row's id, a sender that hung up before
 its group was sent is not kept, and a lost connection costs at most one failure. On SQLite
 and PostgreSQL (``LoopKeeper``, on the event loop itself, with psycopg's async driver)."""
@@ -10,7 +10,8 @@ import asyncio
 import pytest
 from sqlalchemy import select, text
 
-from inbound.keep import LoopKeeper, TemporaryFailure, ThreadDoorKeeper, door_keeper
+from inbound.keep import TemporaryFailure
+from inbound.loop_keeper import LoopKeeper, ThreadDoorKeeper, door_keeper
 from models.message import RawMessage
 from tests.mailbuilder import mail
 from worker.runtime import Runtime

@@ -3,7 +3,7 @@
 The WhatsApp webhook is a door like the SMTP server: it checks the X-Twilio-Signature,
 commits the body exactly as posted, answers empty TwiML, and leaves the decision to the
 background pump (``worker.inbound_pump``), so Twilio's 15-second timeout never depends on
-threading or media downloads. The commit goes through ``inbound.keep.door_keeper``: posts
+threading or media downloads. The commit goes through ``inbound.loop_keeper.door_keeper``: posts
 arriving together share one INSERT and one commit on a held connection, each is answered
 only after its own row is committed, and the event loop awaits it without a thread-pool
 hop (on PostgreSQL the keeper runs on the event loop itself). The signature is
@@ -35,7 +35,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
-from inbound.keep import DoorKeeper, TemporaryFailure, door_keeper
+from inbound.keep import TemporaryFailure
+from inbound.loop_keeper import DoorKeeper, door_keeper
 from inbound.media import RetryPolicy
 from inbound.twilio_status import BadCallback, StatusCallback, record_status
 from worker import survey_page
