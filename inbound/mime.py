@@ -155,6 +155,8 @@ def clean_filename(name: str | None) -> str | None:
 
 
 def _unfold(value: str) -> str:
+    if "\n" not in value:  # most header values are one line: no regex pass for them
+        return value.strip()
     return _FOLD.sub("", value).strip()
 
 
@@ -202,11 +204,36 @@ class _Mime:
 
 
 def _mime(part: EmailMessage, defects: list[str]) -> _Mime:
+    """The part's MIME headers, read once per distinct set of them.
+
+    Why remembered: every mail repeats the same few ``Content-*`` lines (``text/plain;
+    charset="utf-8"``, ``7bit``...), and splitting their parameters was a tenth of
+    extracting a parsed mail. The result is immutable and depends only on those lines
+    and the part's default type; what reading them noted in ``defects`` is noted again
+    each time. Only short sets are kept, in a bounded table.
+    """
     raw: dict[str, str] = {}
     for name, value in part.raw_items():
         key = name.lower()
         if key.startswith("content-") and key not in raw:
             raw[key] = _unfold(str(value))
+    memo = (part.get_default_type(), *raw.items())
+    if sum(len(v) for v in raw.values()) > 998:
+        return _read_mime(part, raw, defects)
+    found = _MIME_SEEN.get(memo)
+    if found is None:
+        noted: list[str] = []
+        if len(_MIME_SEEN) >= 2048:
+            _MIME_SEEN.clear()
+        found = _MIME_SEEN[memo] = (_read_mime(part, raw, noted), tuple(noted))
+    defects.extend(found[1])
+    return found[0]
+
+
+_MIME_SEEN: dict[tuple[object, ...], tuple[_Mime, tuple[str, ...]]] = {}
+
+
+def _read_mime(part: EmailMessage, raw: dict[str, str], defects: list[str]) -> _Mime:
     value, params = _split_params(raw.get("content-type"), defects)
     ctype = value.lower()
     if ctype.count("/") != 1 or not all(ctype.split("/")):

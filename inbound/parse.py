@@ -353,10 +353,19 @@ def _date(value: str | None, defects: list[str]) -> datetime | None:
     if not value:
         defects.append("missing Date header")
         return None
+    parsed = _read_date(value) if len(value) <= 200 else _read_date.__wrapped__(value)
+    if parsed is None:
+        defects.append(f"unreadable Date header {value[:60]!r}")
+    return parsed
+
+
+@lru_cache(maxsize=1024)
+def _read_date(value: str) -> datetime | None:
+    """The Date header as an aware datetime, None when unreadable; remembered, since
+    mail arriving in the same second carries the same value (datetimes are immutable)."""
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
-        defects.append(f"unreadable Date header {value[:60]!r}")
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
