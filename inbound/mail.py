@@ -34,7 +34,16 @@ from models.identity import is_own_message_id, own_outbox_id, synthetic_message_
 from models.lookups import Keys
 from models.outbox import DeliveryEvent, Outbox
 from models.ticket import Ticket
-from models.tickets import NewMessage, add_message, add_message_later, add_participant, flag, open_ticket, subject_key
+from models.tickets import (
+    NewMessage,
+    add_message,
+    add_message_later,
+    add_participant,
+    flag,
+    open_ticket,
+    subject_key,
+    touch,
+)
 
 log = logging.getLogger("helpdesk.inbound.mail")
 
@@ -169,7 +178,7 @@ def thread_and_store(
     ticket = _ticket_for(session, decision, contact, plan.subject, parsed, raw, kind, settings, catalog)
     if decision.ticket is not None:
         add_participant(session, ticket, contact, "cc")
-        ticket.updated_at = utcnow()
+        touch(session, ticket)
     if forwarded is not None:
         staff = get_or_create_by_email(session, sender.email or "", sender.name or "", role="staff")
         add_participant(session, ticket, staff, "forwarder")

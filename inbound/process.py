@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, text, update
@@ -73,6 +74,15 @@ _QUARANTINED = (
     update(RawMessage).where(RawMessage.id == bindparam("rid"))
     .values(status="quarantined", error=bindparam("text"), attempts=RawMessage.attempts + 1,
             processed_at=bindparam("at"))
+)
+
+#: ``_DONE`` for a whole batch in one statement (PostgreSQL): the rows' ids, outcomes and
+#: times as three arrays (times as naive UTC, as ``UTCDateTime`` stores them).
+_DONE_ALL = text(
+    "UPDATE raw_messages SET status = 'done', outcome = v.outcome, error = NULL, "
+    "attempts = raw_messages.attempts + 1, processed_at = v.at "
+    "FROM unnest(CAST(:rids AS integer[]), CAST(:texts AS text[]), CAST(:ats AS timestamp[])) "
+    "AS v(rid, outcome, at) WHERE raw_messages.id = v.rid"
 )
 
 
@@ -356,6 +366,13 @@ class _Outcomes:
 
     def write(self, session: Session) -> None:
         conn = session.connection()
+        if self._done and conn.dialect.name == "postgresql":
+            # One statement for the batch: as an executemany it was one UPDATE per row.
+            conn.execute(_DONE_ALL, {
+                "rids": [row["rid"] for row in self._done], "texts": [row["text"] for row in self._done],
+                "ats": [row["at"].astimezone(UTC).replace(tzinfo=None) for row in self._done],
+            })
+            self._done = []
         for statement, rows in ((_DONE, self._done), (_QUARANTINED, self._quarantined)):
             if rows:
                 conn.execute(statement, rows)

@@ -12,6 +12,7 @@ from sqlalchemy import Boolean, ForeignKey, String, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from models import deferred
 from models.base import Base, UTCDateTime, storable, utcnow
 
 ROLES = ("vehicle_user", "fleet_manager", "staff")
@@ -108,15 +109,25 @@ def get_or_create_by_email(
     found = known.contact_by_email(address)
     if found is not None:
         if name and not found.name:
-            found.name = name
+            deferred.change(session, found, name=name)
         return found
     company = known.company_for_domain(address.rsplit("@", 1)[-1])
-    contact = Contact(name=storable(name) or "", company_id=company.id if company else None,
-                      role=role or "vehicle_user")
-    contact.emails.append(ContactEmail(email=address))
-    session.add(contact)
+    values = {"name": storable(name) or "", "company_id": company.id if company else None,
+              "role": role or "vehicle_user"}
+    if deferred.is_deferring(session):  # a mail batch: plain INSERTs after the flush
+        contact = deferred.new_object(Contact, emails=[deferred.new_object(ContactEmail, email=address)], **values)
+        deferred.defer_new(session, contact, _CONTACT_COLUMNS, {})
+        deferred.defer(session, ContactEmail.__table__, {"email": address}, {"contact_id": contact})
+    else:
+        contact = Contact(**values)
+        contact.emails.append(ContactEmail(email=address))
+        session.add(contact)
     known.added_contact(contact, address)
     return contact
+
+
+#: The columns a new contact of a mail batch is written with (the rest: defaults).
+_CONTACT_COLUMNS = ("name", "company_id", "role")
 
 
 def get_or_create_by_phone(

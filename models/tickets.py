@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -21,7 +23,7 @@ from models import deferred
 from models.base import storable, utcnow
 from models.contact import Contact
 from models.db import next_sequence_values
-from models.deferred import defer, is_deferring
+from models.deferred import defer, defer_new, is_deferring
 from models.lookups import lookups
 from models.message import Message
 from models.notify import enqueue
@@ -38,6 +40,19 @@ _TAG = re.compile(r"\[[A-Z0-9]+#\d+\]\s*", re.I)
 def subject_key(subject: str | None) -> str:
     """The subject without reply prefixes, tags, case, accents and spacing: the key for
     'same sender, same subject' threading."""
+    if subject is None or len(subject) > 1000:
+        return _subject_key(subject)
+    return _remembered_key(subject)
+
+
+@lru_cache(maxsize=4096)
+def _remembered_key(subject: str) -> str:
+    """``subject_key`` remembered: threading a mail asks for its key three times (the
+    batch's keys, the subject lookup, a new ticket), and a conversation repeats it."""
+    return _subject_key(subject)
+
+
+def _subject_key(subject: str | None) -> str:
     text = _TAG.sub("", subject or "")
     previous = None
     while previous != text:
@@ -63,12 +78,34 @@ def _number_new_tickets(session: Session, _context: object, _instances: object) 
     one flush; asking the sequence once per ticket was a round trip each. Numbers follow
     the order in which the tickets were opened.
     """
-    waiting: list[tuple[Ticket, int]] = session.info.pop(_UNNUMBERED, None) or []
-    waiting = [(t, start) for t, start in waiting if t.number is None and t in session]
+    _number(session, lambda ticket: ticket in session)
+
+
+def _number_deferred(session: Session, tickets: list[Ticket]) -> None:
+    """The same for the new tickets of a mail batch, right before they are written
+    (``models.deferred``: they are never in the session)."""
+    ids = {id(ticket) for ticket in tickets}
+    _number(session, lambda ticket: id(ticket) in ids)
+
+
+deferred.before_write(Ticket.__table__, _number_deferred)
+
+
+def _number(session: Session, ready: Callable[[Ticket], bool]) -> None:
+    """Number the waiting tickets for which ``ready`` holds; the others keep waiting."""
+    waiting: list[tuple[Ticket, int]] = session.info.get(_UNNUMBERED) or []
     if not waiting:
         return
-    values = next_sequence_values(session, len(waiting))
-    for (ticket, start), value in zip(waiting, values, strict=True):
+    due = [(t, start) for t, start in waiting if t.number is None and ready(t)]
+    left = [(t, start) for t, start in waiting if t.number is None and not ready(t)]
+    if left:
+        session.info[_UNNUMBERED] = left
+    else:
+        session.info.pop(_UNNUMBERED, None)
+    if not due:
+        return
+    values = next_sequence_values(session, len(due))
+    for (ticket, start), value in zip(due, values, strict=True):
         ticket.number = make_number(start + value - 1)
 
 
@@ -137,7 +174,13 @@ def add_message(
     if deferred.has_deferred(session):
         deferred.flush(session)  # deferred messages first: ids stay in arrival order
     values = _message_values(contact, msg, direction)
-    row = Message(ticket=ticket, contact=contact, **values)
+    if is_deferring(session):
+        # The ticket or contact may be new to the batch: written by the flush above but
+        # never in the session, so the row names them by id (a relationship would make
+        # the ORM insert them a second time).
+        row = Message(ticket_id=ticket.id, contact_id=contact.id if contact is not None else None, **values)
+    else:
+        row = Message(ticket=ticket, contact=contact, **values)
     session.add(row)
     lookups(session).added_message(row.channel, row.external_id, ticket)
     return row
@@ -181,24 +224,31 @@ def open_ticket(
     the caller's next flush, which writes a whole batch at once (inbound mail)."""
     pipeline = catalog.get_pipeline(pipeline_id)
     first = pipeline.first
-    if requester.id is None:
+    later = is_deferring(session)
+    if requester.id is None and not later:
         session.add(requester)
-    ticket = Ticket(
-        kind=kind,
-        pipeline=pipeline.id,
-        stage=first.name,
-        state=first.state,
-        subject=(storable(subject) or "").strip()[:1000],
-        subject_key=subject_key(storable(subject)),
-        inbox_address=inbox_address,
-        requester=requester,
-        company_id=requester.company_id,
-        linked_number=linked_number,
-        needs_attention=attention_reason is not None,
-        attention_reason=attention_reason,
-        parent=parent,
-    )
-    session.add(ticket)
+    values = {
+        "kind": kind,
+        "pipeline": pipeline.id,
+        "stage": first.name,
+        "state": first.state,
+        "subject": (storable(subject) or "").strip()[:1000],
+        "subject_key": subject_key(storable(subject)),
+        "inbox_address": inbox_address,
+        "requester": requester,
+        "company_id": requester.company_id,
+        "linked_number": linked_number,
+        "needs_attention": attention_reason is not None,
+        "attention_reason": attention_reason,
+        "parent": parent,
+    }
+    if later:  # a mail batch: a plain INSERT after the flush (models.deferred)
+        now = utcnow()
+        ticket = deferred.new_object(Ticket, number=None, created_at=now, updated_at=now, **values)
+        defer_new(session, ticket, _TICKET_COLUMNS, {"requester_id": requester, "parent_id": parent})
+    else:
+        ticket = Ticket(**values)
+        session.add(ticket)
     session.info.setdefault(_UNNUMBERED, []).append((ticket, settings.ticket_start))
     known = lookups(session)
     known.added_ticket(ticket)
@@ -217,8 +267,22 @@ def open_ticket(
             flush=False,
         )
     if flush:
-        session.flush()
+        deferred.flush(session) if later else session.flush()
     return ticket
+
+
+#: The columns a new ticket of a mail batch is written with; the others take their
+#: defaults. Read off the ticket when it is written, so a reply in the same batch that
+#: touches it (``updated_at``) is written with it.
+_TICKET_COLUMNS = (
+    "number", "kind", "pipeline", "stage", "state", "subject", "subject_key", "inbox_address", "company_id",
+    "linked_number", "needs_attention", "attention_reason", "created_at", "updated_at",
+)
+
+
+def touch(session: Session, ticket: Ticket) -> None:
+    """Mark the ticket as updated now (a message joined it); it may be new to the batch."""
+    deferred.change(session, ticket, updated_at=utcnow())
 
 
 def flag(ticket: Ticket, reason: str) -> None:
