@@ -20,17 +20,17 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.pipelines import Catalog
 from config.settings import Settings
 from models import deferred
-from models.base import utcnow
+from models.base import UTCDateTime, utcnow
 from models.lookups import Keys, lookups, reset
 from models.message import RawMessage
 
@@ -77,13 +77,13 @@ _QUARANTINED = (
 )
 
 #: ``_DONE`` for a whole batch in one statement (PostgreSQL): the rows' ids, outcomes and
-#: times as three arrays (times as naive UTC, as ``UTCDateTime`` stores them).
+#: times as three arrays (the times stored as ``UTCDateTime`` stores them).
 _DONE_ALL = text(
     "UPDATE raw_messages SET status = 'done', outcome = v.outcome, error = NULL, "
     "attempts = raw_messages.attempts + 1, processed_at = v.at "
     "FROM unnest(CAST(:rids AS integer[]), CAST(:texts AS text[]), CAST(:ats AS timestamp[])) "
     "AS v(rid, outcome, at) WHERE raw_messages.id = v.rid"
-)
+).bindparams(bindparam("ats", type_=ARRAY(UTCDateTime)))
 
 
 class Quarantine(Exception):
@@ -370,7 +370,7 @@ class _Outcomes:
             # One statement for the batch: as an executemany it was one UPDATE per row.
             conn.execute(_DONE_ALL, {
                 "rids": [row["rid"] for row in self._done], "texts": [row["text"] for row in self._done],
-                "ats": [row["at"].astimezone(UTC).replace(tzinfo=None) for row in self._done],
+                "ats": [row["at"] for row in self._done],
             })
             self._done = []
         for statement, rows in ((_DONE, self._done), (_QUARANTINED, self._quarantined)):

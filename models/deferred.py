@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar
 
-import psycopg
 from sqlalchemy import Connection, Insert, Table, event, insert, inspect, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, class_mapper
+
+from models.prepared import driver_errors
 
 _ON = "helpdesk.deferring"
 _ROWS = "helpdesk.deferred_rows"
@@ -178,8 +178,9 @@ def _copy(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     multi-row INSERT of a batch's messages cost 3 ms of CPU and 8 ms in all per hundred
     rows, SQLAlchemy and psycopg handling each value as a statement parameter; COPY
     takes 1.5 ms and 5 ms. Values go through their column types' bind processing as in
-    an INSERT; a database error is raised as SQLAlchemy's, so the batch's handling of an
-    IntegrityError (a concurrent twin) or an OperationalError stays the same.
+    an INSERT; a database error is raised as SQLAlchemy's (``models.prepared.driver_errors``),
+    so the batch's handling of an IntegrityError (a concurrent twin) or an
+    OperationalError stays the same.
     """
     names = tuple(rows[0])
     key = (table, names)
@@ -190,15 +191,10 @@ def _copy(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
                      f"({', '.join(preparer.format_column(table.c[n]) for n in names)}) FROM STDIN")
         found = _COPIES[key] = (statement, tuple(table.c[n].type.bind_processor(conn.dialect) for n in names))
     statement, processors = found
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        with cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row([p(row[n]) if p is not None else row[n] for n, p in zip(names, processors, strict=True)])
-    except psycopg.Error as exc:
-        raise DBAPIError.instance(statement, None, exc, psycopg.Error, dialect=conn.dialect) from exc
-    finally:
-        cursor.close()
+    with driver_errors(conn, statement, None), conn.connection.driver_connection.cursor() as cursor, \
+            cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([p(row[n]) if p is not None else row[n] for n, p in zip(names, processors, strict=True)])
 
 
 _COPIES: dict[tuple[Table, tuple[str, ...]], tuple[str, tuple[Any, ...]]] = {}

@@ -19,7 +19,8 @@ cannot tell the two apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -68,17 +69,9 @@ class PreparedStatement:
         for name, held, process in self._params:
             value = params.get(name, held)
             values.append(process(value) if process is not None and value is not None else value)
-        driver = conn.connection.driver_connection
-        try:
-            with driver.cursor() as cursor:
-                cursor.execute(self.sql, values)
-                rows = cursor.fetchall() if cursor.description is not None else []
-        except psycopg.Error as exc:
-            dead = self.dialect.is_disconnect(exc, driver, None)
-            if dead:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(self.sql, values, exc, psycopg.Error, connection_invalidated=dead,
-                                      dialect=self.dialect) from exc
+        with driver_errors(conn, self.sql, values), conn.connection.driver_connection.cursor() as cursor:
+            cursor.execute(self.sql, values)
+            rows = cursor.fetchall() if cursor.description is not None else []
         results = self._results
         keys = self.keys
         return [
@@ -86,6 +79,22 @@ class PreparedStatement:
                             for process, value in zip(results, row, strict=True)], strict=True))
             for row in rows
         ]
+
+
+@contextmanager
+def driver_errors(conn: Connection, statement: str, params: Any) -> Iterator[None]:
+    """Raise what psycopg raises inside the block as ``Connection.execute`` would:
+    SQLAlchemy's exception for it, and a connection found dead invalidated (for work done
+    on ``conn``'s driver connection: ``PreparedStatement``, ``models.deferred``'s COPY)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        dialect = conn.dialect
+        dead = dialect.is_disconnect(exc, conn.connection.driver_connection, None)
+        if dead:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(statement, params, exc, psycopg.Error, connection_invalidated=dead,
+                                  dialect=dialect) from exc
 
 
 @lru_cache(maxsize=64)
