@@ -181,6 +181,9 @@ class Renderer:
             keep_trailing_newline=True,
             auto_reload=False,
         )
+        # Template files found once: compiled templates are kept (``auto_reload=False``),
+        # so a file is not looked up on disk again for every notification.
+        self._found: set[str] = set()
         self._register()
 
     def _register(self) -> None:
@@ -257,8 +260,10 @@ class Renderer:
 
     def _path(self, ctx: NotificationContext) -> str:
         path = template_file(ctx.template)
-        if not (self.templates_dir / path).is_file():
-            raise MissingTemplate(f"no template for {ctx.template!r}: expected {self.templates_dir / path}")
+        if path not in self._found:
+            if not (self.templates_dir / path).is_file():
+                raise MissingTemplate(f"no template for {ctx.template!r}: expected {self.templates_dir / path}")
+            self._found.add(path)
         if ctx.ticket is None and ctx.template not in CONTACT_KEYS:
             raise ValueError(f"template {ctx.template!r} needs a ticket")
         required = REQUIRED_FIELDS.get(ctx.template)
