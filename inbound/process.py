@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,14 +75,16 @@ _QUARANTINED = (
             processed_at=bindparam("at"))
 )
 
-#: ``_DONE`` for a whole batch in one statement (PostgreSQL): the rows' ids, outcomes and
-#: times as three arrays (the times stored as ``UTCDateTime`` stores them).
+#: ``_DONE`` for a whole batch in one statement (PostgreSQL): the rows' ids and outcomes
+#: as two arrays, and the batch's one time (stored as ``UTCDateTime`` stores it). Why one
+#: time: the outcomes are written together after the flush, microseconds apart; an array
+#: of a hundred times cost half the statement's CPU (0.5 ms a batch) and 0.6 ms in all.
 _DONE_ALL = text(
     "UPDATE raw_messages SET status = 'done', outcome = v.outcome, error = NULL, "
-    "attempts = raw_messages.attempts + 1, processed_at = v.at "
-    "FROM unnest(CAST(:rids AS integer[]), CAST(:texts AS text[]), CAST(:ats AS timestamp[])) "
-    "AS v(rid, outcome, at) WHERE raw_messages.id = v.rid"
-).bindparams(bindparam("ats", type_=ARRAY(UTCDateTime)))
+    "attempts = raw_messages.attempts + 1, processed_at = :at "
+    "FROM unnest(CAST(:rids AS integer[]), CAST(:texts AS text[])) "
+    "AS v(rid, outcome) WHERE raw_messages.id = v.rid"
+).bindparams(bindparam("at", type_=UTCDateTime))
 
 
 class Quarantine(Exception):
@@ -349,33 +350,34 @@ class _Unhandled:
 
 class _Outcomes:
     """What became of each raw row of a batch, written back in at most two statements
-    (after the flush: a new ticket's number, named in the outcome, is known by then)."""
+    (after the flush: a new ticket's number, named in the outcome, is known by then),
+    all with the time they are written as ``processed_at``."""
 
     def __init__(self) -> None:
         self._done: list[dict[str, Any]] = []
         self._quarantined: list[dict[str, Any]] = []
 
     def add(self, raw: RawRow, outcome: Outcome | _Unhandled) -> str:
-        at = utcnow()
         if isinstance(outcome, _Unhandled):
-            self._quarantined.append({"rid": raw.id, "text": outcome.reason[:2000], "at": at})
+            self._quarantined.append({"rid": raw.id, "text": outcome.reason[:2000]})
             return f"quarantined: {outcome.reason}"
         text = outcome() if callable(outcome) else outcome
-        self._done.append({"rid": raw.id, "text": text[:2000], "at": at})
+        self._done.append({"rid": raw.id, "text": text[:2000]})
         return text
 
     def write(self, session: Session) -> None:
         conn = session.connection()
+        at = utcnow()
         if self._done and conn.dialect.name == "postgresql":
             # One statement for the batch: as an executemany it was one UPDATE per row.
             conn.execute(_DONE_ALL, {
                 "rids": [row["rid"] for row in self._done], "texts": [row["text"] for row in self._done],
-                "ats": [row["at"] for row in self._done],
+                "at": at,
             })
             self._done = []
         for statement, rows in ((_DONE, self._done), (_QUARANTINED, self._quarantined)):
             if rows:
-                conn.execute(statement, rows)
+                conn.execute(statement, [{**row, "at": at} for row in rows])
 
 
 class _Retry(Exception):
