@@ -242,11 +242,14 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=None)
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--processes", type=int, default=1)
-    # 4, not 8: on the two cores the worker shares with PostgreSQL and the sink, every
-    # thread beyond what hides the round trips only adds GIL hand-offs. Worker CPU per
-    # notification with jobs of several ids, one run each on the shared machine:
-    # 4 threads 3.5 ms, 8 threads 4.0 ms, 16 threads 5.3 ms.
-    parser.add_argument("--threads", type=int, default=4)
+    # The worker's own default (8). Third session this was 4: the worker was then short of
+    # CPU and each thread beyond what hides the round trips only added GIL hand-offs. Since
+    # the send step got cheaper (fifth session) it is short of concurrency instead: its
+    # threads wait on the relay's and the database's round trips. Drains alternating 4 and
+    # 8 threads, three pairs, each rate multiplied by the sink's CPU seconds per message
+    # (a fixed workload, so it follows the machine's speed): 4 threads 293-308, 8 threads
+    # 308-329.
+    parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
     # SIGTERM (e.g. ``timeout``) unwinds through the clean-up below instead of leaving the
     # worker's children, the scratch database and the Redis keys behind.
