@@ -51,8 +51,9 @@ JOB_SIZE = 16
 #: commits/s: 10 ms gives ~2.4 ids a job, 20 ms ~4.7 but adds ~15 ms to the median
 #: commit-to-mail latency, 50 ms ~12. Each job costs the worker Dramatiq's fetch, decode
 #: and ack and a claim of its own: in drains alternating 10 and 30 ms (four pairs), the
-#: worker's CPU per notification was a fifth lower at 30 ms and its rate 18 % higher
-#: (50 ms: 4 % more again). A notification mail 20 ms later in a burst is not noticed.
+#: worker's CPU per notification was a fifth lower at 30 ms and its rate 18 % higher,
+#: each rate scaled by the sink's CPU per message, which follows the machine's speed of
+#: the moment (50 ms: 4 % more again). A notification mail 20 ms later in a burst is not noticed.
 JOB_INTERVAL_SECONDS = 0.03
 
 
